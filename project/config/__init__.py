@@ -1,0 +1,13 @@
+"""Configuration: the typed schema and its composition from the Hydra tree in ``configs/``."""
+from .compose import config_dir, default_cfg, finalize, get_cfg, load_cfg, resolve_device
+from .defaults import ProjectConfig
+
+__all__ = [
+    "ProjectConfig",
+    "config_dir",
+    "default_cfg",
+    "finalize",
+    "get_cfg",
+    "load_cfg",
+    "resolve_device",
+]

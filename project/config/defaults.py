@@ -1,0 +1,247 @@
+"""Typed schema of the whole configuration.
+
+The key names and defaults are Detectron2's (``cfg.MODEL.ROI_HEADS.NUM_CLASSES`` means what it
+means there), so a Detectron2 user's code and muscle memory carry over. The schema is an
+OmegaConf structured config: an unknown key or a value of the wrong type fails when the config is
+composed, naming the key. Only options this project implements exist here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING  # noqa: F401  (re-exported for config authors)
+
+
+def _list(*values):
+    return field(default_factory=lambda: list(values))
+
+
+@dataclass
+class BackboneConfig:
+    NAME: str = "build_resnet_fpn_backbone"
+    # Stages frozen from the input: 0 none, 1 the stem, 2 the stem and res2, ... up to 5.
+    FREEZE_AT: int = 2
+
+
+@dataclass
+class ResNetsConfig:
+    DEPTH: int = 50
+    OUT_FEATURES: List[str] = _list("res2", "res3", "res4", "res5")
+    NUM_GROUPS: int = 1
+    # "FrozenBN", "BN", "SyncBN", "GN" or "" (no norm).
+    NORM: str = "FrozenBN"
+    WIDTH_PER_GROUP: int = 64
+    # True for MSRA/caffe2-trained weights, False for torchvision-trained ones.
+    STRIDE_IN_1X1: bool = True
+    RES5_DILATION: int = 1
+    RES2_OUT_CHANNELS: int = 256
+    STEM_OUT_CHANNELS: int = 64
+
+
+@dataclass
+class FPNConfig:
+    IN_FEATURES: List[str] = _list("res2", "res3", "res4", "res5")
+    OUT_CHANNELS: int = 256
+    NORM: str = ""
+    FUSE_TYPE: str = "sum"
+
+
+@dataclass
+class ProposalGeneratorConfig:
+    NAME: str = "RPN"
+    MIN_SIZE: int = 0
+
+
+@dataclass
+class AnchorGeneratorConfig:
+    NAME: str = "DefaultAnchorGenerator"
+    # One list of sizes (absolute pixels) per feature map, or one list shared by all. Typed
+    # loosely because OmegaConf rejects ints in nested float lists; checked by the generator.
+    SIZES: List[Any] = field(default_factory=lambda: [[32], [64], [128], [256], [512]])
+    # Height / width ratios: one list per feature map, or one list shared by all.
+    ASPECT_RATIOS: List[Any] = field(default_factory=lambda: [[0.5, 1.0, 2.0]])
+    OFFSET: float = 0.0
+
+
+@dataclass
+class RPNConfig:
+    HEAD_NAME: str = "StandardRPNHead"
+    IN_FEATURES: List[str] = _list("p2", "p3", "p4", "p5", "p6")
+    BOUNDARY_THRESH: int = -1
+    IOU_THRESHOLDS: List[float] = _list(0.3, 0.7)
+    IOU_LABELS: List[int] = _list(0, -1, 1)
+    BATCH_SIZE_PER_IMAGE: int = 256
+    POSITIVE_FRACTION: float = 0.5
+    BBOX_REG_LOSS_TYPE: str = "smooth_l1"
+    BBOX_REG_LOSS_WEIGHT: float = 1.0
+    BBOX_REG_WEIGHTS: List[float] = _list(1.0, 1.0, 1.0, 1.0)
+    SMOOTH_L1_BETA: float = 0.0
+    LOSS_WEIGHT: float = 1.0
+    PRE_NMS_TOPK_TRAIN: int = 2000
+    PRE_NMS_TOPK_TEST: int = 1000
+    POST_NMS_TOPK_TRAIN: int = 1000
+    POST_NMS_TOPK_TEST: int = 1000
+    NMS_THRESH: float = 0.7
+    CONV_DIMS: List[int] = _list(-1)
+
+
+@dataclass
+class ROIHeadsConfig:
+    NAME: str = "StandardROIHeads"
+    NUM_CLASSES: int = 80
+    IN_FEATURES: List[str] = _list("p2", "p3", "p4", "p5")
+    IOU_THRESHOLDS: List[float] = _list(0.5)
+    IOU_LABELS: List[int] = _list(0, 1)
+    BATCH_SIZE_PER_IMAGE: int = 512
+    POSITIVE_FRACTION: float = 0.25
+    SCORE_THRESH_TEST: float = 0.05
+    NMS_THRESH_TEST: float = 0.5
+    PROPOSAL_APPEND_GT: bool = True
+
+
+@dataclass
+class ROIBoxHeadConfig:
+    NAME: str = "FastRCNNConvFCHead"
+    BBOX_REG_LOSS_TYPE: str = "smooth_l1"
+    BBOX_REG_LOSS_WEIGHT: float = 1.0
+    BBOX_REG_WEIGHTS: List[float] = _list(10.0, 10.0, 5.0, 5.0)
+    SMOOTH_L1_BETA: float = 0.0
+    POOLER_RESOLUTION: int = 7
+    POOLER_SAMPLING_RATIO: int = 0
+    POOLER_TYPE: str = "ROIAlignV2"
+    NUM_FC: int = 2
+    FC_DIM: int = 1024
+    NUM_CONV: int = 0
+    CONV_DIM: int = 256
+    NORM: str = ""
+    CLS_AGNOSTIC_BBOX_REG: bool = False
+
+
+@dataclass
+class ROIMaskHeadConfig:
+    NAME: str = "MaskRCNNConvUpsampleHead"
+    POOLER_RESOLUTION: int = 14
+    POOLER_SAMPLING_RATIO: int = 0
+    POOLER_TYPE: str = "ROIAlignV2"
+    NUM_CONV: int = 4
+    CONV_DIM: int = 256
+    NORM: str = ""
+    CLS_AGNOSTIC_MASK: bool = False
+
+
+@dataclass
+class ModelConfig:
+    # "auto" resolves to "cuda" where a GPU is available and "cpu" otherwise.
+    DEVICE: str = "auto"
+    META_ARCHITECTURE: str = "GeneralizedRCNN"
+    # A local path, an http(s) URL, or a "detectron2://..." model-zoo name.
+    WEIGHTS: str = ""
+    MASK_ON: bool = True
+    # Per-channel mean and std in the order of INPUT.FORMAT, on the 0-255 scale.
+    PIXEL_MEAN: List[float] = _list(103.530, 116.280, 123.675)
+    PIXEL_STD: List[float] = _list(1.0, 1.0, 1.0)
+    BACKBONE: BackboneConfig = field(default_factory=BackboneConfig)
+    RESNETS: ResNetsConfig = field(default_factory=ResNetsConfig)
+    FPN: FPNConfig = field(default_factory=FPNConfig)
+    PROPOSAL_GENERATOR: ProposalGeneratorConfig = field(default_factory=ProposalGeneratorConfig)
+    ANCHOR_GENERATOR: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
+    RPN: RPNConfig = field(default_factory=RPNConfig)
+    ROI_HEADS: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
+    ROI_BOX_HEAD: ROIBoxHeadConfig = field(default_factory=ROIBoxHeadConfig)
+    ROI_MASK_HEAD: ROIMaskHeadConfig = field(default_factory=ROIMaskHeadConfig)
+
+
+@dataclass
+class CropConfig:
+    ENABLED: bool = False
+    # "relative_range", "relative", "absolute" or "absolute_range", as in Detectron2.
+    TYPE: str = "relative_range"
+    SIZE: List[float] = _list(0.9, 0.9)
+
+
+@dataclass
+class InputConfig:
+    MIN_SIZE_TRAIN: List[int] = _list(800)
+    # "choice" picks one of MIN_SIZE_TRAIN; "range" samples between its two values.
+    MIN_SIZE_TRAIN_SAMPLING: str = "choice"
+    MAX_SIZE_TRAIN: int = 1333
+    MIN_SIZE_TEST: int = 800
+    MAX_SIZE_TEST: int = 1333
+    # "horizontal", "vertical", "both" or "none".
+    RANDOM_FLIP: str = "horizontal"
+    CROP: CropConfig = field(default_factory=CropConfig)
+    # "BGR" (Detectron2 and MSRA weights), "RGB" (torchvision weights) or "L".
+    FORMAT: str = "BGR"
+    # "polygon" or "bitmask": how the mapper hands instance masks to the model.
+    MASK_FORMAT: str = "polygon"
+
+
+@dataclass
+class DatasetsConfig:
+    TRAIN: List[str] = field(default_factory=list)
+    TEST: List[str] = field(default_factory=list)
+
+
+@dataclass
+class DataLoaderConfig:
+    NUM_WORKERS: int = 2
+    ASPECT_RATIO_GROUPING: bool = True
+    SAMPLER_TRAIN: str = "TrainingSampler"
+    REPEAT_THRESHOLD: float = 0.0
+    FILTER_EMPTY_ANNOTATIONS: bool = True
+
+
+@dataclass
+class ClipGradientsConfig:
+    ENABLED: bool = False
+    CLIP_TYPE: str = "value"
+    CLIP_VALUE: float = 1.0
+    NORM_TYPE: float = 2.0
+
+
+@dataclass
+class AMPConfig:
+    ENABLED: bool = False
+
+
+@dataclass
+class SolverConfig:
+    LR_SCHEDULER_NAME: str = "WarmupMultiStepLR"
+    MAX_ITER: int = 90000
+    BASE_LR: float = 0.02
+    MOMENTUM: float = 0.9
+    NESTEROV: bool = False
+    WEIGHT_DECAY: float = 0.0001
+    WEIGHT_DECAY_NORM: float = 0.0
+    WEIGHT_DECAY_BIAS: Optional[float] = None
+    BIAS_LR_FACTOR: float = 1.0
+    GAMMA: float = 0.1
+    STEPS: List[int] = _list(60000, 80000)
+    WARMUP_FACTOR: float = 0.001
+    WARMUP_ITERS: int = 1000
+    WARMUP_METHOD: str = "linear"
+    CHECKPOINT_PERIOD: int = 5000
+    IMS_PER_BATCH: int = 16
+    CLIP_GRADIENTS: ClipGradientsConfig = field(default_factory=ClipGradientsConfig)
+    AMP: AMPConfig = field(default_factory=AMPConfig)
+
+
+@dataclass
+class TestConfig:
+    EVAL_PERIOD: int = 0
+    # Maximum detections kept per image, by the model and by the COCO evaluator.
+    DETECTIONS_PER_IMAGE: int = 100
+
+
+@dataclass
+class ProjectConfig:
+    MODEL: ModelConfig = field(default_factory=ModelConfig)
+    INPUT: InputConfig = field(default_factory=InputConfig)
+    DATASETS: DatasetsConfig = field(default_factory=DatasetsConfig)
+    DATALOADER: DataLoaderConfig = field(default_factory=DataLoaderConfig)
+    SOLVER: SolverConfig = field(default_factory=SolverConfig)
+    TEST: TestConfig = field(default_factory=TestConfig)
+    OUTPUT_DIR: str = "./output"
+    # Negative: a different seed every run.
+    SEED: int = -1

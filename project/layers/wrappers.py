@@ -1,0 +1,57 @@
+"""Thin wrappers around torch layers and ops used throughout the model."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .batch_norm import FrozenBatchNorm2d
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` followed by an optional norm layer and activation.
+
+    The norm is a child module named ``norm``, so the state-dict keys read
+    ``<conv>.weight`` and ``<conv>.norm.weight`` as in Detectron2. A ``FrozenBatchNorm2d`` is
+    folded into the convolution's weight and bias, which gives the same result as applying it
+    after the convolution while saving one pass over the output.
+    """
+
+    def __init__(
+        self,
+        *args,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, FrozenBatchNorm2d):
+            scale, shift = self.norm.scale_and_shift()
+            weight = self.weight * scale.view(-1, 1, 1, 1)
+            bias = shift if self.bias is None else self.bias * scale + shift
+            x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            if self.norm is not None:
+                x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def cat(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """``torch.cat`` that skips the copy when there is a single tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim)
+
+
+def nonzero_tuple(x: torch.Tensor):
+    """``x.nonzero(as_tuple=True)``, also for 0-dim tensors."""
+    if x.dim() == 0:
+        return x.unsqueeze(0).nonzero(as_tuple=True)
+    return x.nonzero(as_tuple=True)

@@ -1,0 +1,1 @@
+"""The model: registries, backbones, proposal generators, ROI heads and meta-architectures."""

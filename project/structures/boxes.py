@@ -1,0 +1,147 @@
+"""Axis-aligned boxes: ``BoxMode`` conversions, the ``Boxes`` container and pairwise IoU."""
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Iterator, List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+RawBox = Union[List[float], Tuple[float, ...], torch.Tensor, np.ndarray]
+
+
+class BoxMode(IntEnum):
+    """How 4 numbers describe a box, with Detectron2's values (stored in dataset dicts)."""
+
+    XYXY_ABS = 0  # (x0, y0, x1, y1) in absolute pixels
+    XYWH_ABS = 1  # (x0, y0, width, height) in absolute pixels, as in COCO JSON
+
+    @staticmethod
+    def convert(box: RawBox, from_mode: "BoxMode", to_mode: "BoxMode") -> RawBox:
+        """Convert one box (4 numbers) or an Nx4 array/tensor between modes.
+
+        Returns the same kind of object it was given (list, tuple, ndarray or tensor).
+        """
+        from_mode, to_mode = BoxMode(from_mode), BoxMode(to_mode)
+        if from_mode == to_mode:
+            return box
+        original_type = type(box)
+        single = isinstance(box, (list, tuple))
+        if single:
+            if len(box) != 4:
+                raise ValueError(f"a box needs 4 numbers, got {len(box)}: {box!r}")
+            arr = torch.tensor(box, dtype=torch.float64)[None]
+        elif isinstance(box, np.ndarray):
+            arr = torch.from_numpy(np.asarray(box)).clone()
+        else:
+            arr = box.clone()
+        if from_mode == BoxMode.XYWH_ABS:
+            arr[..., 2] += arr[..., 0]
+            arr[..., 3] += arr[..., 1]
+        else:
+            arr[..., 2] -= arr[..., 0]
+            arr[..., 3] -= arr[..., 1]
+        if single:
+            return original_type(arr.flatten().tolist())
+        if isinstance(box, np.ndarray):
+            return arr.numpy()
+        return arr
+
+
+class Boxes:
+    """N boxes as an Nx4 float tensor ``(x0, y0, x1, y1)`` in absolute pixels (``.tensor``)."""
+
+    def __init__(self, tensor: torch.Tensor | np.ndarray | Sequence):
+        if not isinstance(tensor, torch.Tensor):
+            tensor = torch.as_tensor(np.asarray(tensor), dtype=torch.float32)
+        if tensor.numel() == 0:
+            tensor = tensor.reshape(0, 4).to(dtype=torch.float32)
+        if tensor.dim() != 2 or tensor.size(-1) != 4:
+            raise ValueError(f"Boxes needs an Nx4 tensor, got shape {tuple(tensor.shape)}")
+        self.tensor = tensor
+
+    def clone(self) -> "Boxes":
+        return Boxes(self.tensor.clone())
+
+    def to(self, device: torch.device | str) -> "Boxes":
+        return Boxes(self.tensor.to(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensor.device
+
+    def area(self) -> torch.Tensor:
+        """Area of each box, shape (N,)."""
+        b = self.tensor
+        return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+    def clip(self, box_size: Tuple[int, int]) -> None:
+        """Clip in place to an image of ``box_size = (height, width)``."""
+        h, w = box_size
+        x0 = self.tensor[:, 0].clamp(min=0, max=w)
+        y0 = self.tensor[:, 1].clamp(min=0, max=h)
+        x1 = self.tensor[:, 2].clamp(min=0, max=w)
+        y1 = self.tensor[:, 3].clamp(min=0, max=h)
+        self.tensor = torch.stack((x0, y0, x1, y1), dim=-1)
+
+    def nonempty(self, threshold: float = 0.0) -> torch.Tensor:
+        """Boolean (N,): True where both sides are longer than ``threshold``."""
+        b = self.tensor
+        return ((b[:, 2] - b[:, 0]) > threshold) & ((b[:, 3] - b[:, 1]) > threshold)
+
+    def get_centers(self) -> torch.Tensor:
+        """Box centres, shape (N, 2) as (x, y)."""
+        return (self.tensor[:, :2] + self.tensor[:, 2:]) / 2
+
+    def scale(self, scale_x: float, scale_y: float) -> None:
+        """Scale coordinates in place."""
+        self.tensor[:, 0::2] *= scale_x
+        self.tensor[:, 1::2] *= scale_y
+
+    def inside_box(self, box_size: Tuple[int, int], boundary_threshold: int = 0) -> torch.Tensor:
+        """Boolean (N,): boxes within an image of ``(height, width)`` grown by the threshold."""
+        h, w = box_size
+        t = boundary_threshold
+        b = self.tensor
+        return (b[:, 0] >= -t) & (b[:, 1] >= -t) & (b[:, 2] < w + t) & (b[:, 3] < h + t)
+
+    def __getitem__(self, item) -> "Boxes":
+        if isinstance(item, int):
+            return Boxes(self.tensor[item].view(1, -1))
+        return Boxes(self.tensor[item])
+
+    def __len__(self) -> int:
+        return self.tensor.shape[0]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        yield from self.tensor
+
+    def __repr__(self) -> str:
+        return f"Boxes({self.tensor})"
+
+    @classmethod
+    def cat(cls, boxes_list: List["Boxes"]) -> "Boxes":
+        if not boxes_list:
+            return cls(torch.empty(0, 4))
+        return cls(torch.cat([b.tensor for b in boxes_list], dim=0))
+
+
+def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
+    """Intersection areas, shape (N, M)."""
+    a, b = boxes1.tensor, boxes2.tensor
+    wh = torch.min(a[:, None, 2:], b[:, 2:]) - torch.max(a[:, None, :2], b[:, :2])
+    wh.clamp_(min=0)
+    return wh.prod(dim=2)
+
+
+def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
+    """IoU of every pair, shape (N, M); 0 where the boxes do not intersect (no NaN)."""
+    inter = pairwise_intersection(boxes1, boxes2)
+    union = boxes1.area()[:, None] + boxes2.area() - inter
+    return torch.where(inter > 0, inter / union, torch.zeros(1, dtype=inter.dtype, device=inter.device))
+
+
+def pairwise_ioa(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
+    """Intersection over the area of ``boxes2``, shape (N, M)."""
+    inter = pairwise_intersection(boxes1, boxes2)
+    return torch.where(inter > 0, inter / boxes2.area(), torch.zeros(1, dtype=inter.dtype, device=inter.device))
