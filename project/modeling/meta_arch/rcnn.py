@@ -1,0 +1,112 @@
+"""``GeneralizedRCNN``: backbone, proposal generator and ROI heads, with Detectron2's
+input/output contract."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from ...structures import ImageList, Instances
+from ..backbone import build_backbone
+from ..postprocessing import detector_postprocess
+from ..proposal_generator import build_proposal_generator
+from ..registry import META_ARCH_REGISTRY
+from ..roi_heads import build_roi_heads
+
+BatchedInputs = List[Dict[str, Any]]
+
+
+@META_ARCH_REGISTRY.register()
+class GeneralizedRCNN(nn.Module):
+    """Mask R-CNN and its relatives.
+
+    Called with a list of dicts, one per image: ``"image"`` a (C, H, W) tensor in
+    ``INPUT.FORMAT`` channel order on the 0-255 scale; optionally ``"height"``/``"width"``, the
+    size to report results at (the original image's); and in training ``"instances"`` with
+    ``gt_boxes``, ``gt_classes`` (and ``gt_masks``) in the frame of ``"image"``.
+
+    Returns, in training, a dict of scalar losses; in inference, one ``{"instances": Instances}``
+    per image with ``pred_boxes``, ``scores``, ``pred_classes`` and, with masks on,
+    ``pred_masks`` (N, height, width) booleans.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.backbone = build_backbone(cfg)
+        self.proposal_generator = build_proposal_generator(cfg, self.backbone.output_shape())
+        self.roi_heads = build_roi_heads(cfg, self.backbone.output_shape())
+        mean, std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+        if len(mean) != len(std):
+            raise ValueError(f"MODEL.PIXEL_MEAN has {len(mean)} values but MODEL.PIXEL_STD has {len(std)}")
+        self.register_buffer("pixel_mean", torch.tensor(list(mean)).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(list(std)).view(-1, 1, 1), persistent=False)
+        self.input_format = cfg.INPUT.FORMAT
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs: BatchedInputs):
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("in training every input dict needs 'instances' (the ground truth)")
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        return {**detector_losses, **proposal_losses}
+
+    def inference(
+        self,
+        batched_inputs: BatchedInputs,
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ) -> List[Dict[str, Instances]] | List[Instances]:
+        """Detect objects. With ``detected_instances`` (boxes and classes in the frame of the
+        preprocessed images), only the remaining heads (masks) run on those boxes. Without
+        post-processing, returns raw Instances in the preprocessed (resized) frame."""
+        if self.training:
+            raise RuntimeError("GeneralizedRCNN.inference needs eval mode (call model.eval())")
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        if detected_instances is None:
+            proposals, _ = self.proposal_generator(images, features, None)
+            results, _ = self.roi_heads(images, features, proposals, None)
+        else:
+            detected = [x.to(self.device) for x in detected_instances]
+            results = self.roi_heads.forward_with_given_boxes(features, detected)
+        if not do_postprocess:
+            return results
+        return self._postprocess(results, batched_inputs, images.image_sizes)
+
+    def preprocess_image(self, batched_inputs: BatchedInputs) -> ImageList:
+        """Normalise each ``"image"`` and pad the batch to a multiple of the backbone's
+        ``size_divisibility`` (32 for FPN)."""
+        images = []
+        channels = self.pixel_mean.shape[0]
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise ValueError(f"input {i} has no 'image' key; got keys {sorted(x)}")
+            image = x["image"]
+            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
+                shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
+                raise ValueError(
+                    f"input {i}: 'image' must be a ({channels}, H, W) tensor in {self.input_format} "
+                    f"order, got {shape}"
+                )
+            if not (image.is_floating_point() or image.dtype == torch.uint8):
+                raise ValueError(f"input {i}: 'image' must be uint8 or floating point on 0-255, got {image.dtype}")
+            images.append((image.to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    @staticmethod
+    def _postprocess(instances: List[Instances], batched_inputs: BatchedInputs, image_sizes) -> List[Dict[str, Instances]]:
+        processed = []
+        for results, x, image_size in zip(instances, batched_inputs, image_sizes):
+            height = x.get("height", image_size[0])
+            width = x.get("width", image_size[1])
+            processed.append({"instances": detector_postprocess(results, height, width)})
+        return processed

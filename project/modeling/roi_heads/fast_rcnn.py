@@ -1,0 +1,135 @@
+"""The box predictor of Fast R-CNN: class scores and per-class box deltas, their losses, and
+per-image inference (score threshold, per-class NMS, top-k)."""
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import batched_nms
+
+from ...layers import ShapeSpec, cat
+from ...structures import Boxes, Instances
+from ..box_regression import Box2BoxTransform, box_regression_loss
+
+
+def fast_rcnn_inference_single_image(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    image_shape: Tuple[int, int],
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+) -> Instances:
+    """Detections for one image from per-class boxes (R, K*4) or (R, 4) and scores (R, K+1)
+    (background last).
+
+    Keeps (box, class) pairs scoring above ``score_thresh``, runs NMS per class, and returns at
+    most ``topk_per_image`` (all if negative), highest score first, as Instances with
+    ``pred_boxes``, ``scores`` and ``pred_classes``.
+    """
+    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    if not valid.all():
+        boxes, scores = boxes[valid], scores[valid]
+    scores = scores[:, :-1]
+    per_class = Boxes(boxes.reshape(-1, 4))
+    per_class.clip(image_shape)
+    boxes = per_class.tensor.view(-1, boxes.shape[1] // 4, 4)
+    keep_mask = scores > score_thresh
+    keep_index = keep_mask.nonzero()
+    if boxes.shape[1] == 1:
+        boxes = boxes[keep_index[:, 0], 0]
+    else:
+        boxes = boxes[keep_mask]
+    scores = scores[keep_mask]
+    keep = batched_nms(boxes, scores, keep_index[:, 1], nms_thresh)
+    if topk_per_image >= 0:
+        keep = keep[:topk_per_image]
+    result = Instances(image_shape)
+    result.pred_boxes = Boxes(boxes[keep])
+    result.scores = scores[keep]
+    result.pred_classes = keep_index[keep, 1]
+    return result
+
+
+class FastRCNNOutputLayers(nn.Module):
+    """Two linear layers on the box head's features: ``cls_score`` (K+1 logits, background
+    last, as in Detectron2) and ``bbox_pred`` (K*4 class-specific deltas, or 4 if agnostic)."""
+
+    def __init__(self, cfg, input_shape: ShapeSpec):
+        super().__init__()
+        box_head = cfg.MODEL.ROI_BOX_HEAD
+        roi_heads = cfg.MODEL.ROI_HEADS
+        input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
+        self.num_classes = roi_heads.NUM_CLASSES
+        self.cls_score = nn.Linear(input_size, self.num_classes + 1)
+        num_bbox_reg_classes = 1 if box_head.CLS_AGNOSTIC_BBOX_REG else self.num_classes
+        self.bbox_pred = nn.Linear(input_size, num_bbox_reg_classes * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.constant_(self.cls_score.bias, 0)
+        nn.init.constant_(self.bbox_pred.bias, 0)
+
+        self.box2box_transform = Box2BoxTransform(weights=box_head.BBOX_REG_WEIGHTS)
+        self.smooth_l1_beta = box_head.SMOOTH_L1_BETA
+        self.box_reg_loss_type = box_head.BBOX_REG_LOSS_TYPE
+        self.loss_weight = {"loss_cls": 1.0, "loss_box_reg": box_head.BBOX_REG_LOSS_WEIGHT}
+        self.test_score_thresh = roi_heads.SCORE_THRESH_TEST
+        self.test_nms_thresh = roi_heads.NMS_THRESH_TEST
+        self.test_topk_per_image = cfg.TEST.DETECTIONS_PER_IMAGE
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (R, K+1) and box deltas (R, K*4) for features (R, D) (or (R, C, H, W))."""
+        x = x.flatten(start_dim=1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+    def losses(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+        """Cross-entropy over sampled proposals and box regression over their foreground,
+        both normalised by the number of sampled proposals."""
+        scores, proposal_deltas = predictions
+        gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
+        loss_cls = F.cross_entropy(scores, gt_classes, reduction="mean") if gt_classes.numel() else scores.sum() * 0.0
+
+        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        box_dim = proposal_boxes.shape[1]
+        if proposal_deltas.shape[1] == box_dim:  # class-agnostic regression
+            fg_deltas = proposal_deltas[fg]
+        else:
+            fg_deltas = proposal_deltas.view(-1, self.num_classes, box_dim)[fg, gt_classes[fg]]
+        loss_box_reg = box_regression_loss(
+            proposal_boxes[fg], self.box2box_transform, fg_deltas, gt_boxes[fg],
+            torch.ones(int(fg.sum()), dtype=torch.bool, device=fg.device),
+            self.box_reg_loss_type, self.smooth_l1_beta,
+        ) / max(gt_classes.numel(), 1.0)
+        return {
+            "loss_cls": loss_cls * self.loss_weight["loss_cls"],
+            "loss_box_reg": loss_box_reg * self.loss_weight["loss_box_reg"],
+        }
+
+    def predict_boxes(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> List[torch.Tensor]:
+        """Per image, decoded boxes (R_i, K*4) (or (R_i, 4) if agnostic)."""
+        if not proposals:
+            return []
+        _, proposal_deltas = predictions
+        boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
+        predicted = self.box2box_transform.apply_deltas(proposal_deltas, boxes)
+        return list(predicted.split([len(p) for p in proposals]))
+
+    def predict_probs(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> List[torch.Tensor]:
+        """Per image, softmax class probabilities (R_i, K+1)."""
+        scores, _ = predictions
+        return list(F.softmax(scores, dim=-1).split([len(p) for p in proposals]))
+
+    def inference(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> List[Instances]:
+        """Final detections per image (see ``fast_rcnn_inference_single_image``)."""
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals)
+        return [
+            fast_rcnn_inference_single_image(
+                b, s, p.image_size, self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image
+            )
+            for b, s, p in zip(boxes, scores, proposals)
+        ]
