@@ -1,0 +1,42 @@
+"""Saving and loading model weights in Detectron2's formats (see ``DetectionCheckpointer``)."""
+
+from .atomic_file import atomic_write
+from .c2_model_loading import convert_c2_name, convert_c2_weights
+from .detection_checkpoint import DetectionCheckpointer, is_class_dependent
+from .errors import (
+    CheckpointDownloadError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointSaveError,
+    UnsafeCheckpointError,
+)
+from .file_io import PathManager, detectron2_url, get_local_checkpoint_path
+from .load_report import LoadReport
+from .safe_unpickle import RestrictedUnpickler, load_pickle
+from .state_dict_alignment import align_and_update_state_dicts
+from .torchvision_model_loading import (
+    convert_torchvision_resnet_names,
+    is_torchvision_resnet_state_dict,
+)
+
+__all__ = [
+    "CheckpointDownloadError",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "CheckpointSaveError",
+    "DetectionCheckpointer",
+    "LoadReport",
+    "PathManager",
+    "RestrictedUnpickler",
+    "UnsafeCheckpointError",
+    "align_and_update_state_dicts",
+    "atomic_write",
+    "convert_c2_name",
+    "convert_c2_weights",
+    "convert_torchvision_resnet_names",
+    "detectron2_url",
+    "get_local_checkpoint_path",
+    "is_class_dependent",
+    "is_torchvision_resnet_state_dict",
+    "load_pickle",
+]
