@@ -1,0 +1,249 @@
+"""``COCOEvaluator``: COCO bbox and mask AP of instance predictions on a registered dataset."""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+
+from ..data.catalog import MetadataCatalog
+from ..structures import BoxMode, Instances
+from .coco_format import convert_to_coco_json, dataset_id_mapper, write_json_atomically
+from .coco_metrics import (
+    fast_coco_eval_available,
+    load_coco_ground_truth,
+    per_category_precision,
+    run_coco_eval,
+    summarize_precision,
+)
+from .distributed import gather_to_main_process
+from .evaluator import DatasetEvaluator
+from .testing import create_per_category_table, create_small_table
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_TASKS = ("bbox", "segm")
+RESULTS_FILE_NAME = "coco_instances_results.json"
+
+
+def instances_to_coco_json(instances: Instances, image_id: int) -> List[Dict[str, Any]]:
+    """One image's predictions as COCO result dicts.
+
+    ``instances`` has ``pred_boxes`` (Boxes, XYXY absolute pixels), ``scores``, ``pred_classes``
+    and optionally ``pred_masks`` (N x H x W, full image). Results carry ``bbox`` in XYWH,
+    ``score``, the model's (contiguous) ``category_id`` and, with masks, ``segmentation`` as a
+    compressed RLE whose ``counts`` is a str (JSON-serialisable).
+    """
+    if len(instances) == 0:
+        return []
+    boxes = BoxMode.convert(instances.pred_boxes.tensor.detach().cpu().double(), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+    boxes = boxes.tolist()
+    scores = instances.scores.tolist()
+    classes = instances.pred_classes.tolist()
+    results = [
+        {"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
+        for b, s, c in zip(boxes, scores, classes)
+    ]
+    if instances.has("pred_masks"):
+        masks = instances.pred_masks.detach().cpu().numpy().astype(np.uint8, copy=False)
+        # pycocotools encodes an H x W x N Fortran-ordered array in one call.
+        rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+        for result, rle in zip(results, rles):
+            result["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+    return results
+
+
+class COCOEvaluator(DatasetEvaluator):
+    """COCO AP (in percent, like Detectron2) of ``{"instances": Instances}`` outputs.
+
+    Ground truth is ``metadata.json_file`` when set and present; otherwise the registered dataset
+    is converted to COCO JSON and cached as ``<output_dir>/<dataset_name>_coco_format.json``.
+    Predicted contiguous class ids are mapped back to dataset ids through metadata
+    ``thing_dataset_id_to_contiguous_id`` when present.
+
+    Every ground-truth image is evaluated: an image never processed counts as one with no
+    detections. When no detections at all were made, AP is computed all the same (0 for every
+    category that has ground truth) after a warning. Metrics that have no ground truth to be
+    measured on (e.g. ``APs`` without small objects) are NaN.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        tasks: Optional[Sequence[str]] = None,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        *,
+        max_dets_per_image: Optional[int] = None,
+        use_fast_impl: bool = True,
+        allow_cached_coco: bool = True,
+    ):
+        """
+        Args:
+            dataset_name: a dataset registered in DatasetCatalog / MetadataCatalog.
+            tasks: subset of ("bbox", "segm"); None infers it from the predictions ("segm" when
+                they have masks).
+            distributed: gather the predictions of all processes onto rank 0, which evaluates;
+                other ranks return {}.
+            output_dir: where ``coco_instances_results.json`` (and a converted ground truth) go.
+            max_dets_per_image: detections per image that count for AP (COCO's 100 when None).
+            use_fast_impl: use faster-coco-eval when importable, else pycocotools' COCOeval.
+            allow_cached_coco: reuse a converted ground truth already in ``output_dir``.
+        """
+        if tasks is not None:
+            tasks = tuple(tasks)
+            unknown = [t for t in tasks if t not in SUPPORTED_TASKS]
+            if unknown or not tasks:
+                raise ValueError(f"COCOEvaluator tasks must be a non-empty subset of {SUPPORTED_TASKS}, got {tasks}")
+        self._tasks = tasks
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._max_dets_per_image = 100 if max_dets_per_image is None else int(max_dets_per_image)
+        if self._max_dets_per_image < 1:
+            raise ValueError(f"max_dets_per_image must be a positive number of detections, got {max_dets_per_image}")
+        if use_fast_impl and not fast_coco_eval_available():
+            logger.warning("faster-coco-eval is not installed; falling back to pycocotools' COCOeval")
+            use_fast_impl = False
+        self._use_fast_impl = use_fast_impl
+
+        self._dataset_name = dataset_name
+        self._metadata = MetadataCatalog.get(dataset_name)
+        self._to_dataset_id = dataset_id_mapper(dataset_name)
+        self._gt_json_file = self._ground_truth_json(allow_cached_coco)
+        self._coco_gt = load_coco_ground_truth(self._gt_json_file, use_fast_impl)
+        self._predictions: List[Dict[str, Any]] = []
+
+    def _ground_truth_json(self, allow_cached: bool) -> str:
+        json_file = self._metadata.get("json_file")
+        if json_file and os.path.isfile(json_file):
+            return json_file
+        if json_file:
+            logger.warning(
+                "dataset '%s': metadata json_file %s does not exist; converting the registered dataset instead",
+                self._dataset_name, json_file,
+            )
+        if self._output_dir is None:
+            raise ValueError(
+                f"COCOEvaluator('{self._dataset_name}'): the dataset has no COCO json_file in its metadata, "
+                "so its ground truth must be converted to COCO format; pass output_dir to write it to"
+            )
+        cache_path = os.path.join(self._output_dir, f"{self._dataset_name}_coco_format.json")
+        convert_to_coco_json(self._dataset_name, cache_path, allow_cached=allow_cached)
+        return cache_path
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
+        """Convert each image's ``outputs[i]["instances"]`` to COCO results for ``inputs[i]["image_id"]``."""
+        if len(inputs) != len(outputs):
+            raise ValueError(f"COCOEvaluator.process: {len(inputs)} inputs but {len(outputs)} outputs")
+        for model_input, output in zip(inputs, outputs):
+            if "image_id" not in model_input:
+                raise ValueError(f"COCOEvaluator.process: an input has no 'image_id' (fields: {sorted(model_input)})")
+            if "instances" not in output:
+                raise ValueError(f"COCOEvaluator.process: an output has no 'instances' (fields: {sorted(output)})")
+            instances = output["instances"].to(torch.device("cpu"))
+            image_id = model_input["image_id"]
+            self._predictions.append({"image_id": image_id, "instances": instances_to_coco_json(instances, image_id)})
+
+    def evaluate(self) -> Dict[str, Any]:
+        """Metrics ``{"bbox": {...}, "segm": {...}}`` in percent, with ``AP-<class>`` entries;
+        {} on processes other than rank 0 when distributed."""
+        predictions = self._predictions
+        if self._distributed:
+            gathered = gather_to_main_process(self._predictions)
+            if gathered is None:
+                return {}
+            predictions = list(itertools.chain.from_iterable(gathered))
+        if not predictions:
+            logger.warning("COCOEvaluator: no image was processed; nothing to evaluate")
+            return {}
+        self._check_images(predictions)
+
+        coco_results = [r for p in predictions for r in p["instances"]]
+        self._map_to_dataset_category_ids(coco_results)
+        if self._output_dir:
+            path = os.path.join(self._output_dir, RESULTS_FILE_NAME)
+            write_json_atomically(coco_results, path)
+            logger.info("Saved %d COCO results to %s", len(coco_results), path)
+        if not coco_results:
+            logger.warning("COCOEvaluator: the model made no detection on %d images; AP is 0", len(predictions))
+
+        tasks = self._tasks or self._tasks_from_results(coco_results)
+        logger.info(
+            "Evaluating %s on %d images with %s (max %d detections per image)",
+            "/".join(tasks), len(predictions),
+            "faster-coco-eval" if self._use_fast_impl else "pycocotools", self._max_dets_per_image,
+        )
+        results: Dict[str, Any] = OrderedDict()
+        for task in tasks:
+            coco_eval = run_coco_eval(self._coco_gt, coco_results, task, self._max_dets_per_image, self._use_fast_impl)
+            results[task] = self._derive_metrics(coco_eval, task)
+        return results
+
+    def _check_images(self, predictions: List[Dict[str, Any]]) -> None:
+        """Each processed image must be a ground-truth image, processed once."""
+        counts = collections.Counter(p["image_id"] for p in predictions)
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            raise ValueError(
+                f"COCOEvaluator: {len(repeated)} images were processed more than once (e.g. image_id {repeated[:5]}); "
+                "the inference data loader must yield every image exactly once across processes"
+            )
+        gt_ids = set(self._coco_gt.getImgIds())
+        unknown = sorted(set(counts) - gt_ids, key=str)
+        if unknown:
+            raise ValueError(
+                f"COCOEvaluator: image_id {unknown[:5]} ({len(unknown)} in all) are not in the ground truth "
+                f"{self._gt_json_file}"
+            )
+        if len(counts) < len(gt_ids):
+            logger.warning(
+                "COCOEvaluator: only %d of the %d ground-truth images were processed; the others count as "
+                "images without detections", len(counts), len(gt_ids),
+            )
+
+    def _map_to_dataset_category_ids(self, coco_results: List[Dict[str, Any]]) -> None:
+        """Replace contiguous class ids by the ground truth's category ids, in place."""
+        for result in coco_results:
+            result["category_id"] = self._to_dataset_id(result["category_id"])
+        gt_category_ids = set(self._coco_gt.getCatIds())
+        unknown = sorted({r["category_id"] for r in coco_results} - gt_category_ids)
+        if unknown:
+            raise ValueError(
+                f"COCOEvaluator: predicted category ids {unknown} are not categories of {self._gt_json_file} "
+                f"(ids {sorted(gt_category_ids)}); set metadata 'thing_dataset_id_to_contiguous_id' of "
+                f"'{self._dataset_name}' to map the model's classes to them"
+            )
+
+    @staticmethod
+    def _tasks_from_results(coco_results: List[Dict[str, Any]]) -> tuple:
+        has_masks = any("segmentation" in r for r in coco_results)
+        return ("bbox", "segm") if has_masks else ("bbox",)
+
+    def _derive_metrics(self, coco_eval: Any, task: str) -> Dict[str, float]:
+        """Summary and per-category AP in percent, logged as tables."""
+        summary = summarize_precision(coco_eval, self._max_dets_per_image)
+        metrics = {name: 100.0 * value for name, value in summary.items()}
+        logger.info("Evaluation results for %s:\n%s", task, create_small_table(metrics))
+        if not np.isfinite(list(metrics.values())).all():
+            logger.info("Some %s metrics are NaN: no ground truth falls in their range", task)
+
+        class_names = self._metadata.get("thing_classes")
+        if class_names is None or len(class_names) <= 1:
+            return metrics
+        per_category_ap = per_category_precision(coco_eval, self._max_dets_per_image)
+        per_category = []
+        for contiguous_id, name in enumerate(class_names):
+            ap = per_category_ap.get(self._to_dataset_id(contiguous_id), float("nan"))
+            per_category.append((str(name), 100.0 * ap))
+        logger.info("Per-category %s AP:\n%s", task, create_per_category_table(per_category))
+        metrics.update({f"AP-{name}": ap for name, ap in per_category})
+        return metrics
