@@ -23,12 +23,11 @@ from conftest import require_dataset
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from project.data.catalog import DatasetCatalog, MetadataCatalog
+from project.data import DatasetCatalog, MetadataCatalog, convert_to_coco_dict
 from project.evaluation import (
     COCOEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
-    convert_to_coco_dict,
     inference_on_dataset,
     instances_to_coco_json,
     print_csv_format,

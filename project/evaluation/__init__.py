@@ -1,6 +1,5 @@
 """Evaluation: the evaluator protocol, COCO AP, and running a model over a dataset."""
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
-from .coco_format import convert_to_coco_dict, convert_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
 from .testing import print_csv_format
 
@@ -8,8 +7,6 @@ __all__ = [
     "COCOEvaluator",
     "DatasetEvaluator",
     "DatasetEvaluators",
-    "convert_to_coco_dict",
-    "convert_to_coco_json",
     "inference_context",
     "inference_on_dataset",
     "instances_to_coco_json",

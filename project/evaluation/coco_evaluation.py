@@ -13,8 +13,9 @@ import pycocotools.mask as mask_util
 import torch
 
 from ..data.catalog import MetadataCatalog
+from ..data.datasets.coco import convert_to_coco_json, save_coco_json
 from ..structures import BoxMode, Instances
-from .coco_format import convert_to_coco_json, dataset_id_mapper, write_json_atomically
+from ..utils.comm import gather_to_main_process
 from .coco_metrics import (
     fast_coco_eval_available,
     load_coco_ground_truth,
@@ -22,7 +23,6 @@ from .coco_metrics import (
     run_coco_eval,
     summarize_precision,
 )
-from .distributed import gather_to_main_process
 from .evaluator import DatasetEvaluator
 from .testing import create_per_category_table, create_small_table
 
@@ -114,7 +114,10 @@ class COCOEvaluator(DatasetEvaluator):
 
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
-        self._to_dataset_id = dataset_id_mapper(dataset_name)
+        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        self._contiguous_to_dataset_id = (
+            {int(contiguous): int(dataset_id) for dataset_id, contiguous in mapping.items()} if mapping else None
+        )
         self._gt_json_file = self._ground_truth_json(allow_cached_coco)
         self._coco_gt = load_coco_ground_truth(self._gt_json_file, use_fast_impl)
         self._predictions: List[Dict[str, Any]] = []
@@ -171,7 +174,7 @@ class COCOEvaluator(DatasetEvaluator):
         self._map_to_dataset_category_ids(coco_results)
         if self._output_dir:
             path = os.path.join(self._output_dir, RESULTS_FILE_NAME)
-            write_json_atomically(coco_results, path)
+            save_coco_json(coco_results, path)
             logger.info("Saved %d COCO results to %s", len(coco_results), path)
         if not coco_results:
             logger.warning("COCOEvaluator: the model made no detection on %d images; AP is 0", len(predictions))
@@ -209,6 +212,18 @@ class COCOEvaluator(DatasetEvaluator):
                 "COCOEvaluator: only %d of the %d ground-truth images were processed; the others count as "
                 "images without detections", len(counts), len(gt_ids),
             )
+
+    def _to_dataset_id(self, class_id: int) -> int:
+        """The ground truth's category id of a model (contiguous) class id."""
+        if self._contiguous_to_dataset_id is None:
+            return class_id
+        if class_id not in self._contiguous_to_dataset_id:
+            raise ValueError(
+                f"COCOEvaluator: class id {class_id} is not a contiguous id of the metadata "
+                f"thing_dataset_id_to_contiguous_id of '{self._dataset_name}' "
+                f"(known: {sorted(self._contiguous_to_dataset_id)})"
+            )
+        return self._contiguous_to_dataset_id[class_id]
 
     def _map_to_dataset_category_ids(self, coco_results: List[Dict[str, Any]]) -> None:
         """Replace contiguous class ids by the ground truth's category ids, in place."""

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Unio
 import torch
 from torch import nn
 
-from .distributed import get_world_size, is_main_process
+from ..utils.comm import get_world_size, is_main_process
 
 logger = logging.getLogger(__name__)
 
