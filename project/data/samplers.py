@@ -1,0 +1,133 @@
+"""Index samplers for training (infinite, seeded, split across processes) and inference
+(each process gets a contiguous shard)."""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def shared_random_seed() -> int:
+    """A random seed, the same in every process (rank 0's, broadcast)."""
+    seed = torch.tensor(np.random.randint(2**31), dtype=torch.int64)
+    if _world_size() > 1:
+        dist.broadcast(seed, src=0)
+    return int(seed)
+
+
+class TrainingSampler(Sampler):
+    """An endless stream of dataset indices: with ``shuffle``, one random permutation of
+    ``range(size)`` after another (drawn from ``seed``), else 0, 1, ..., size-1 repeated.
+
+    Process ``rank`` of ``world_size`` yields elements rank, rank + world_size, ... of that
+    one stream, so the processes together see each epoch exactly once. Without ``seed``, all
+    processes share a random one.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None):
+        if size <= 0:
+            raise ValueError(f"TrainingSampler needs a non-empty dataset, got size {size}")
+        self._size = size
+        self._shuffle = shuffle
+        self._seed = int(seed) if seed is not None else shared_random_seed()
+        self._rank = _rank()
+        self._world_size = _world_size()
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
+
+    def _infinite_indices(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self._seed)
+        while True:
+            if self._shuffle:
+                yield from torch.randperm(self._size, generator=generator).tolist()
+            else:
+                yield from range(self._size)
+
+
+class RepeatFactorTrainingSampler(Sampler):
+    """Like ``TrainingSampler``, but each epoch image i appears ``floor(r_i)`` times plus once
+    more with probability ``frac(r_i)``, for per-image repeat factors ``r_i >= 1``
+    (e.g. from ``repeat_factors_from_category_frequency``), to see rare classes more often."""
+
+    def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None):
+        self._int_part = torch.trunc(repeat_factors)
+        self._frac_part = repeat_factors - self._int_part
+        self._shuffle = shuffle
+        self._seed = int(seed) if seed is not None else shared_random_seed()
+        self._rank = _rank()
+        self._world_size = _world_size()
+
+    @staticmethod
+    def repeat_factors_from_category_frequency(
+        dataset_dicts: Sequence[Mapping[str, Any]], repeat_thresh: float, sqrt: bool = True
+    ) -> torch.Tensor:
+        """Per-image repeat factors (float32 tensor): a class seen in a fraction f of the images
+        gets ``max(1, sqrt(repeat_thresh / f))`` (without the square root if ``sqrt=False``);
+        an image gets the largest factor among its classes (1 with no annotation)."""
+        images_with: Dict[int, int] = defaultdict(int)
+        classes_of: List[set] = []
+        for d in dataset_dicts:
+            classes = {a["category_id"] for a in d.get("annotations", [])}
+            classes_of.append(classes)
+            for c in classes:
+                images_with[c] += 1
+        num_images = len(dataset_dicts)
+        factor = {}
+        for c, count in images_with.items():
+            ratio = repeat_thresh / (count / num_images)
+            factor[c] = max(1.0, math.sqrt(ratio) if sqrt else ratio)
+        return torch.tensor([max((factor[c] for c in classes), default=1.0) for classes in classes_of], dtype=torch.float32)
+
+    def _epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        extra = torch.rand(len(self._frac_part), generator=generator) < self._frac_part
+        repeats = (self._int_part + extra).to(torch.int64)
+        return torch.repeat_interleave(torch.arange(len(repeats)), repeats)
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
+
+    def _infinite_indices(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self._seed)
+        while True:
+            indices = self._epoch_indices(generator)
+            if self._shuffle:
+                indices = indices[torch.randperm(len(indices), generator=generator)]
+            yield from indices.tolist()
+
+
+class InferenceSampler(Sampler):
+    """Each process gets one contiguous shard of ``range(size)``, in order; the shards' sizes
+    differ by at most one and together cover every index exactly once."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._local_indices = self._local_shard(size, _world_size(), _rank())
+
+    @staticmethod
+    def _local_shard(size: int, world_size: int, rank: int) -> range:
+        base, extra = divmod(size, world_size)
+        start = rank * base + min(rank, extra)
+        return range(start, start + base + (1 if rank < extra else 0))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._local_indices)
+
+    def __len__(self) -> int:
+        return len(self._local_indices)
