@@ -8,7 +8,7 @@ composed, naming the key. Only options this project implements exist here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING  # noqa: F401  (re-exported for config authors)
 
@@ -161,6 +161,16 @@ class CropConfig:
 
 
 @dataclass
+class LargeScaleJitterConfig:
+    # Training only, replacing ResizeShortestEdge: scale a square IMAGE_SIZE target by a
+    # factor in [MIN_SCALE, MAX_SCALE], fit the image in it, then crop/pad to IMAGE_SIZE.
+    ENABLED: bool = False
+    IMAGE_SIZE: int = 1024
+    MIN_SCALE: float = 0.1
+    MAX_SCALE: float = 2.0
+
+
+@dataclass
 class InputConfig:
     MIN_SIZE_TRAIN: List[int] = _list(800)
     # "choice" picks one of MIN_SIZE_TRAIN; "range" samples between its two values.
@@ -175,12 +185,34 @@ class InputConfig:
     FORMAT: str = "BGR"
     # "polygon" or "bitmask": how the mapper hands instance masks to the model.
     MASK_FORMAT: str = "polygon"
+    # Name in project.data.MAPPER_REGISTRY of the mapper turning dataset dicts into model inputs.
+    MAPPER_NAME: str = "DatasetMapper"
+    LARGE_SCALE_JITTER: LargeScaleJitterConfig = field(default_factory=LargeScaleJitterConfig)
+    # Training only: pixel values scaled by a factor drawn from [min, max] ([1, 1]: off).
+    BRIGHTNESS: List[float] = _list(1.0, 1.0)
+    # Training only: distance to the image mean scaled by a factor from [min, max] ([1, 1]: off).
+    CONTRAST: List[float] = _list(1.0, 1.0)
+
+
+@dataclass
+class DatasetRegistrationConfig:
+    """One dataset registered from the config (see project.data.datasets.registration)."""
+
+    NAME: str = MISSING
+    # "coco", "mask_folder", "instance_id_png", "labelme" or "via".
+    FORMAT: str = "coco"
+    # Keyword arguments of the format's register function: paths and options.
+    ARGS: Dict[str, Any] = field(default_factory=dict)
+    # Metadata, e.g. thing_classes.
+    METADATA: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class DatasetsConfig:
     TRAIN: List[str] = field(default_factory=list)
     TEST: List[str] = field(default_factory=list)
+    # Datasets to register before TRAIN/TEST are looked up.
+    REGISTER: List[DatasetRegistrationConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -190,11 +222,16 @@ class DataLoaderConfig:
     SAMPLER_TRAIN: str = "TrainingSampler"
     REPEAT_THRESHOLD: float = 0.0
     FILTER_EMPTY_ANNOTATIONS: bool = True
+    # Bad input (malformed annotation, polygon with < 3 points, box outside the image, missing
+    # or corrupt image, mask size differing from its image): "skip" it (counted and logged)
+    # or "error" (raise, naming the file and the annotation).
+    ON_BAD_ANNOTATION: str = "skip"
 
 
 @dataclass
 class ClipGradientsConfig:
     ENABLED: bool = False
+    # "value" (each element), "norm" (each parameter's gradient) or "full_model" (all jointly).
     CLIP_TYPE: str = "value"
     CLIP_VALUE: float = 1.0
     NORM_TYPE: float = 2.0
