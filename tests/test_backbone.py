@@ -11,8 +11,6 @@ from project.config import default_cfg, get_cfg
 from project.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from project.modeling.backbone import FPN, Backbone, LastLevelMaxPool, ResNet, build_backbone
 
-torch.set_num_threads(2)
-
 STAGES = ("res2", "res3", "res4", "res5")
 BLOCKS = {18: [2, 2, 2, 2], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
 FROZEN_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
@@ -103,6 +101,9 @@ def test_r101_fpn_state_dict_matches_detectron2_names_and_shapes(r101_fpn):
     assert not any(key.startswith("bottom_up.res4.23.") for key in state)
     assert not any(key.startswith("bottom_up.res2.1.shortcut") for key in state)
     assert not any("num_batches_tracked" in key or "top_block" in key for key in state)
+    assert {k: (v.channels, v.stride) for k, v in r101_fpn.output_shape().items()} == {
+        f"p{level}": (256, 2**level) for level in range(2, 7)
+    }
 
 
 def test_parameter_counts_follow_the_architecture(r101_fpn):
@@ -133,21 +134,24 @@ def test_r101_fpn_freezes_stem_and_res2_only(r101_fpn):
 
 
 def test_fpn_outputs_for_224x320_input():
-    backbone = build_backbone(resnet_cfg(50)).eval()
+    cfg = resnet_cfg(50, **SLIM)
+    cfg.MODEL.FPN.OUT_CHANNELS = 48
+    backbone = build_backbone(cfg).eval()
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 224, 320))
     strides = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
     assert list(features) == list(strides)
     for name, stride in strides.items():
-        assert features[name].shape == (1, 256, -(-224 // stride), -(-320 // stride))
-        assert backbone.output_shape()[name] == ShapeSpec(channels=256, stride=stride)
+        assert features[name].shape == (1, 48, -(-224 // stride), -(-320 // stride))
+        assert backbone.output_shape()[name] == ShapeSpec(channels=48, stride=stride)
     assert features["p6"].shape[-2:] == (4, 5)
     assert backbone.size_divisibility == 32
     assert backbone.padding_constraints == {"size_divisibility": 32}
     resnet = backbone.bottom_up
     assert resnet.size_divisibility == 0 and resnet.padding_constraints == {}
+    # SLIM's res2 outputs 64 channels; each later stage doubles channels and stride.
     assert {k: (v.channels, v.stride) for k, v in resnet.output_shape().items()} == {
-        "res2": (256, 4), "res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)
+        "res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)
     }
 
 

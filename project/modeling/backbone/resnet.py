@@ -47,11 +47,13 @@ class CNNBlockBase(nn.Module):
         FrozenBatchNorm2d.convert_frozen_batchnorm(self)
         return self
 
-    def _init_conv_weights(self) -> None:
-        """Caffe2 "MSRA" (He normal, fan-out) weights and zero biases for every convolution."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                c2_msra_fill(module)
+    @staticmethod
+    def _init_conv_weights(*convs: Optional[nn.Conv2d]) -> None:
+        """Caffe2 "MSRA" (He normal, fan-out) weights and zero biases for ``convs``, in order
+        (Detectron2's order, so that one seed gives both the same weights); skips ``None``."""
+        for conv in convs:
+            if conv is not None:
+                c2_msra_fill(conv)
 
 
 def _projection_shortcut(
@@ -93,7 +95,7 @@ class BasicStem(CNNBlockBase):
             norm=get_norm(norm, out_channels),
             activation=F.relu_,
         )
-        self._init_conv_weights()
+        self._init_conv_weights(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
@@ -123,7 +125,7 @@ class BasicBlock(CNNBlockBase):
             bias=False,
             norm=get_norm(norm, out_channels),
         )
-        self._init_conv_weights()
+        self._init_conv_weights(self.conv1, self.conv2, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _add_shortcut_and_relu(self.conv2(self.conv1(x)), x, self.shortcut)
@@ -179,7 +181,7 @@ class BottleneckBlock(CNNBlockBase):
             bias=False,
             norm=get_norm(norm, out_channels),
         )
-        self._init_conv_weights()
+        self._init_conv_weights(self.conv1, self.conv2, self.conv3, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _add_shortcut_and_relu(self.conv3(self.conv2(self.conv1(x))), x, self.shortcut)
