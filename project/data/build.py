@@ -13,12 +13,14 @@ import torch.utils.data as torchdata
 from omegaconf import DictConfig
 from tabulate import tabulate
 
+from project.utils import comm
+
 from .bad_input import bad_annotation_policy
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import build_mapper
 from .datasets import register_datasets_from_config
-from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler, _world_size
+from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ def build_detection_train_loader(
         num_workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
     if dataset is None or mapper is None or total_batch_size is None:
         raise ValueError("build_detection_train_loader needs a cfg, or dataset, mapper and total_batch_size")
-    world_size = _world_size()
+    world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size:
         raise ValueError(f"total batch size {total_batch_size} must be a positive multiple of the {world_size} processes")
     batch_size = total_batch_size // world_size

@@ -9,24 +9,14 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
-
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+from project.utils import comm
 
 
 def shared_random_seed() -> int:
-    """A random seed, the same in every process (rank 0's, broadcast)."""
-    seed = torch.tensor(np.random.randint(2**31), dtype=torch.int64)
-    if _world_size() > 1:
-        dist.broadcast(seed, src=0)
-    return int(seed)
+    """A random seed, the same in every process (rank 0's)."""
+    return int(comm.all_gather(np.random.randint(2**31))[0])
 
 
 class TrainingSampler(Sampler):
@@ -44,8 +34,8 @@ class TrainingSampler(Sampler):
         self._size = size
         self._shuffle = shuffle
         self._seed = int(seed) if seed is not None else shared_random_seed()
-        self._rank = _rank()
-        self._world_size = _world_size()
+        self._rank = comm.get_rank()
+        self._world_size = comm.get_world_size()
 
     def __iter__(self) -> Iterator[int]:
         return itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
@@ -70,8 +60,8 @@ class RepeatFactorTrainingSampler(Sampler):
         self._frac_part = repeat_factors - self._int_part
         self._shuffle = shuffle
         self._seed = int(seed) if seed is not None else shared_random_seed()
-        self._rank = _rank()
-        self._world_size = _world_size()
+        self._rank = comm.get_rank()
+        self._world_size = comm.get_world_size()
 
     @staticmethod
     def repeat_factors_from_category_frequency(
@@ -118,7 +108,7 @@ class InferenceSampler(Sampler):
 
     def __init__(self, size: int):
         self._size = size
-        self._local_indices = self._local_shard(size, _world_size(), _rank())
+        self._local_indices = self._local_shard(size, comm.get_world_size(), comm.get_rank())
 
     @staticmethod
     def _local_shard(size: int, world_size: int, rank: int) -> range:

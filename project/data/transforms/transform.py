@@ -14,7 +14,8 @@ import numpy as np
 from fvcore.transforms.transform import CropTransform as _FvcoreCropTransform
 from fvcore.transforms.transform import Transform
 
-_CV2_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+_CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+INTERPOLATIONS = ("nearest", *_CV2_INTERPOLATION)
 
 
 def resize_source_index(new_length: int, length: int) -> np.ndarray:
@@ -29,14 +30,15 @@ class ResizeTransform(Transform):
 
     ``interp`` is "bilinear" (default), "bicubic" or "nearest". Shrinking with "bilinear" uses
     area averaging (OpenCV's INTER_AREA), which, like PIL's antialiased bilinear filter that
-    Detectron2 uses, does not alias. Segmentations (masks, label maps) always use
-    nearest-neighbour on pixel centres (``resize_source_index``).
+    Detectron2 uses, does not alias. "nearest" and segmentations (masks, label maps) take
+    the input pixel under each output pixel's centre (``resize_source_index``), so an image
+    resized with "nearest" and its masks stay aligned pixel for pixel.
     """
 
     def __init__(self, h: int, w: int, new_h: int, new_w: int, interp: str = "bilinear"):
         super().__init__()
-        if interp not in _CV2_INTERPOLATION:
-            raise ValueError(f"interp must be one of {sorted(_CV2_INTERPOLATION)}, got {interp!r}")
+        if interp not in INTERPOLATIONS:
+            raise ValueError(f"interp must be one of {INTERPOLATIONS}, got {interp!r}")
         self._set_attributes(locals())
 
     def apply_image(self, img: np.ndarray, interp: str | None = None) -> np.ndarray:
@@ -45,6 +47,8 @@ class ResizeTransform(Transform):
         if (self.new_h, self.new_w) == (self.h, self.w):
             return img
         interp = interp or self.interp
+        if interp == "nearest":
+            return self.apply_segmentation(img)
         flag = _CV2_INTERPOLATION[interp]
         if interp == "bilinear" and self.new_h <= self.h and self.new_w <= self.w:
             flag = cv2.INTER_AREA
