@@ -76,8 +76,8 @@ def expected_fpn_state_dict_shapes(depth: int):
 
 @pytest.fixture(scope="module")
 def r101_fpn():
-    """The backbone of the composed default config: ResNet-101-FPN, FrozenBN, FREEZE_AT=2."""
-    cfg = get_cfg()
+    """The backbone of the composed R-101-FPN model config: FrozenBN, FREEZE_AT=2."""
+    cfg = get_cfg(["model=mask_rcnn_R_101_FPN"])
     assert cfg.MODEL.RESNETS.DEPTH == 101
     return build_backbone(cfg)
 

@@ -42,10 +42,20 @@ class GeneralizedRCNN(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(list(mean)).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(list(std)).view(-1, 1, 1), persistent=False)
         self.input_format = cfg.INPUT.FORMAT
+        self.channels_last = cfg.MODEL.CHANNELS_LAST
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+            self.proposal_generator.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def _backbone_features(self, images: ImageList) -> Dict[str, torch.Tensor]:
+        x = images.tensor
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
 
     def forward(self, batched_inputs: BatchedInputs):
         if not self.training:
@@ -54,7 +64,7 @@ class GeneralizedRCNN(nn.Module):
         if any("instances" not in x for x in batched_inputs):
             raise ValueError("in training every input dict needs 'instances' (the ground truth)")
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        features = self.backbone(images.tensor)
+        features = self._backbone_features(images)
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         return {**detector_losses, **proposal_losses}
@@ -71,7 +81,7 @@ class GeneralizedRCNN(nn.Module):
         if self.training:
             raise RuntimeError("GeneralizedRCNN.inference needs eval mode (call model.eval())")
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        features = self._backbone_features(images)
         if detected_instances is None:
             proposals, _ = self.proposal_generator(images, features, None)
             results, _ = self.roi_heads(images, features, proposals, None)

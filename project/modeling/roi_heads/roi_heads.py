@@ -114,6 +114,7 @@ class StandardROIHeads(nn.Module):
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         """Training: ``([], losses)``; inference: ``(detections per image, {})``."""
         del images
+        features = self._pooling_features(features)
         if self.training:
             if targets is None:
                 raise ValueError("StandardROIHeads needs targets (gt instances) in training")
@@ -129,7 +130,12 @@ class StandardROIHeads(nn.Module):
         ``pred_boxes`` and ``pred_classes``. Inference only."""
         if self.training:
             raise RuntimeError("forward_with_given_boxes is for inference")
-        return self._forward_mask(features, instances)
+        return self._forward_mask(self._pooling_features(features), instances)
+
+    def _pooling_features(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The pooled levels as contiguous NCHW maps: RoIAlign would otherwise convert a
+        channels-last map on every call, and its CPU kernel is far slower on that layout."""
+        return {f: features[f].contiguous() for f in self.in_features}
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         x = self.box_pooler([features[f] for f in self.in_features], [p.proposal_boxes for p in proposals])

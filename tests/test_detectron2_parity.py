@@ -1,0 +1,107 @@
+"""Parity with Detectron2 itself, on real images, with the same Detectron2-format checkpoint.
+
+Runs only where ``detectron2`` is importable (a reference build beside the project; it is
+never a dependency), e.g. ``PYTHONPATH=. /path/to/d2env/bin/pytest tests/test_detectron2_parity.py``.
+The checkpoint is written by the test: random R101-FPN weights whose norm statistics are
+calibrated on real images and whose classifier is confident, so both models detect objects.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import require_dataset
+from project.checkpoint import DetectionCheckpointer
+from project.model_zoo import get_config
+from project.modeling import build_model
+from project.modeling.calibration import write_calibrated_detectron2_checkpoint
+
+d2 = pytest.importorskip("detectron2", reason="Detectron2 is not importable; parity check skipped")
+
+pytestmark = pytest.mark.slow
+
+
+def _load_bgr(path, short_edge: int = 800, max_size: int = 1333) -> torch.Tensor:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    h, w = image.shape[:2]
+    scale = min(short_edge / min(h, w), max_size / max(h, w))
+    image = cv2.resize(image, (int(w * scale + 0.5), int(h * scale + 0.5)), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+@pytest.fixture(scope="module")
+def models(data_root, tmp_path_factory):
+    from detectron2 import model_zoo as d2_zoo
+    from detectron2.checkpoint import DetectionCheckpointer as D2Checkpointer
+    from detectron2.modeling import build_model as d2_build_model
+
+    pennfudan = require_dataset(data_root, "pennfudan")
+    calibration = [_load_bgr(p) for p in sorted((pennfudan / "PNGImages").glob("*.png"))[:4]]
+    cfg = get_config("mask_rcnn_R_101_FPN_3x", overrides=["MODEL.DEVICE=cpu"])
+    weights = tmp_path_factory.mktemp("parity") / "calibrated_R101_FPN.pkl"
+    write_calibrated_detectron2_checkpoint(cfg, calibration, weights, seed=0)
+
+    ours = build_model(cfg)
+    DetectionCheckpointer(ours).load(str(weights))
+    d2_cfg = d2_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml")
+    d2_cfg.MODEL.DEVICE = "cpu"
+    theirs = d2_build_model(d2_cfg)
+    D2Checkpointer(theirs).load(str(weights))
+    return ours.eval(), theirs.eval()
+
+
+@pytest.fixture(scope="module")
+def images(data_root):
+    coco = require_dataset(data_root, "coco_mini")
+    pennfudan = require_dataset(data_root, "pennfudan")
+    paths = sorted((coco / "images").rglob("*.jpg")) + sorted((pennfudan / "PNGImages").glob("*.png"))[10:12]
+    return [_load_bgr(p) for p in paths]
+
+
+def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return (a & b).sum().item() / union if union else 1.0
+
+
+def test_fpn_features_match(models, images):
+    ours, theirs = models
+    with torch.inference_mode():
+        for image in images:
+            x = [{"image": image}]
+            ours_features = ours.backbone(ours.preprocess_image(x).tensor)
+            their_features = theirs.backbone(theirs.preprocess_image(x).tensor)
+            assert sorted(ours_features) == sorted(their_features) == ["p2", "p3", "p4", "p5", "p6"]
+            for name, reference in their_features.items():
+                relative = (ours_features[name] - reference).norm() / reference.norm()
+                assert relative.item() <= 1e-4, f"{name}: relative error {relative.item():.2e}"
+
+
+def test_detections_match_one_to_one(models, images):
+    from detectron2.structures import pairwise_iou as d2_pairwise_iou
+    from detectron2.structures import Boxes as D2Boxes
+
+    ours, theirs = models
+    total = 0
+    with torch.inference_mode():
+        for image in images:
+            h, w = image.shape[1:]
+            x = [{"image": image, "height": h, "width": w}]
+            mine = ours(x)[0]["instances"]
+            reference = theirs(x)[0]["instances"]
+            assert len(reference) > 0, "the calibrated model should detect something"
+            assert len(mine) == len(reference)
+            iou = d2_pairwise_iou(D2Boxes(reference.pred_boxes.tensor), D2Boxes(mine.pred_boxes.tensor))
+            same_class = reference.pred_classes[:, None] == mine.pred_classes[None, :]
+            iou = torch.where(same_class, iou, torch.zeros_like(iou))
+            used = set()
+            for i in range(len(reference)):
+                order = torch.argsort(iou[i], descending=True).tolist()
+                j = next(j for j in order if j not in used)
+                used.add(j)
+                assert iou[i, j] >= 0.99, f"detection {i}: best box IoU {iou[i, j]:.4f}"
+                assert abs(reference.scores[i] - mine.scores[j]) <= 1e-3
+                assert _mask_iou(reference.pred_masks[i], mine.pred_masks[j]) >= 0.98
+            total += len(reference)
+    assert total >= 10
