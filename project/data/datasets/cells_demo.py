@@ -17,7 +17,7 @@ from ..cropped_masks import MaskCrop
 from .generated import GeneratedSplit
 
 THING_CLASSES = ("nucleus",)
-VERSION = "v1"
+VERSION = "v2"
 IMAGE_SIDES = (256, 288, 320)
 MAJOR_RADIUS = (9.0, 19.0)
 NUM_NUCLEI = (10, 28)
@@ -26,32 +26,34 @@ VERTICES = 40
 TINTS = ((1.0, 1.0, 1.0), (1.0, 0.55, 0.35))
 
 
-def _outline(rng: np.random.Generator, cx: float, cy: float) -> np.ndarray:
-    """A flat polygon: an ellipse with random radii and angle, its radius wobbling by a few %,
-    rounded to 0.01 px as it is stored."""
+def _outline(rng: np.random.Generator) -> np.ndarray:
+    """An (N, 2) outline around (0, 0): an ellipse with random radii and angle, its radius
+    wobbling by a few %."""
     a = rng.uniform(*MAJOR_RADIUS)
     b = a * rng.uniform(0.7, 1.0)
     angle = rng.uniform(0, np.pi)
     phi = np.linspace(0, 2 * np.pi, VERTICES, endpoint=False)
     wobble = 1 + sum(rng.uniform(0, 0.04) * np.cos(k * phi + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 4))
     x, y = a * np.cos(phi) * wobble, b * np.sin(phi) * wobble
-    xs = cx + x * np.cos(angle) - y * np.sin(angle)
-    ys = cy + x * np.sin(angle) + y * np.cos(angle)
-    return np.stack([xs, ys], axis=1).reshape(-1).round(2)
+    return np.stack([x * np.cos(angle) - y * np.sin(angle), x * np.sin(angle) + y * np.cos(angle)], axis=1)
 
 
-def _place(rng: np.random.Generator, occupied: np.ndarray, centres: List[Tuple[float, float, float]]) -> Optional[Tuple[np.ndarray, MaskCrop]]:
-    """A new nucleus that overlaps none drawn so far; half the time placed against one of them."""
+def _place(rng: np.random.Generator, occupied: np.ndarray, nuclei: List[Tuple[float, float, np.ndarray]]) -> Optional[Tuple[np.ndarray, MaskCrop]]:
+    """A new nucleus (flat polygon rounded to 0.01 px, as stored, and its pixels) overlapping
+    none drawn so far; more than half the time pressed against one of them."""
     height, width = occupied.shape
     for _ in range(60):
-        if centres and rng.uniform() < 0.5:
-            nx, ny, nr = centres[rng.integers(len(centres))]
+        outline = _outline(rng)
+        if nuclei and rng.uniform() < 0.6:
+            nx, ny, other = nuclei[rng.integers(len(nuclei))]
             direction = rng.uniform(0, 2 * np.pi)
-            distance = nr + rng.uniform(*MAJOR_RADIUS) * 0.85 + rng.uniform(0, 2)
-            cx, cy = nx + distance * np.cos(direction), ny + distance * np.sin(direction)
+            unit = np.array([np.cos(direction), np.sin(direction)])
+            # Reach of each outline along the line between the centres, then a gap of -1..1.5 px.
+            distance = (other @ unit).max() + (-outline @ unit).max() + rng.uniform(-1.0, 1.5)
+            cx, cy = nx + distance * unit[0], ny + distance * unit[1]
         else:
             cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        polygon = _outline(rng, cx, cy)
+        polygon = (outline + [cx, cy]).reshape(-1).round(2)
         crop = MaskCrop.from_polygons([polygon], (height, width))
         if crop.mask.sum() < 60:
             continue
@@ -79,10 +81,10 @@ def draw_cells_image(rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[st
     shading = cv2.resize(rng.uniform(-8, 8, (4, 4)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     image = np.full((height, width), background, dtype=np.float32) + shading
     occupied = np.zeros((height, width), dtype=bool)
-    centres: List[Tuple[float, float, float]] = []
+    nuclei: List[Tuple[float, float, np.ndarray]] = []  # centre and outline relative to it
     annotations = []
     for _ in range(int(rng.integers(NUM_NUCLEI[0], NUM_NUCLEI[1] + 1))):
-        placed = _place(rng, occupied, centres)
+        placed = _place(rng, occupied, nuclei)
         if placed is None:
             continue
         polygon, crop = placed
@@ -92,7 +94,8 @@ def draw_cells_image(rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[st
         image[window][crop.mask] = _nucleus_intensity(rng, crop)[crop.mask]
         x0, y0, x1, y1 = crop.bounding_box()
         points = polygon.reshape(-1, 2)
-        centres.append((float(points[:, 0].mean()), float(points[:, 1].mean()), float(np.sqrt(crop.mask.sum() / np.pi))))
+        centre = points.mean(axis=0)
+        nuclei.append((float(centre[0]), float(centre[1]), points - centre))
         annotations.append(
             {"category_id": 0, "segmentation": [polygon.tolist()], "bbox": [x0, y0, x1 - x0, y1 - y0]}
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import cv2
@@ -40,7 +40,8 @@ def generated_root() -> str:
 
 @dataclass(frozen=True)
 class GeneratedSplit:
-    """One split of a generated dataset: ``num_images`` images drawn with ``seed``."""
+    """One split of a generated dataset: ``num_images`` images drawn with ``seed``, cached under
+    ``root`` (by default ``generated_root()`` when the split is defined)."""
 
     dataset: str
     split: str
@@ -49,6 +50,7 @@ class GeneratedSplit:
     num_images: int
     thing_classes: Tuple[str, ...]
     draw: DrawImage
+    root: str = field(default_factory=generated_root)
 
     @property
     def name(self) -> str:
@@ -56,7 +58,7 @@ class GeneratedSplit:
 
     @property
     def directory(self) -> str:
-        return os.path.join(generated_root(), self.dataset, f"{self.split}-{self.version}-seed{self.seed}-n{self.num_images}")
+        return os.path.join(self.root, self.dataset, f"{self.split}-{self.version}-seed{self.seed}-n{self.num_images}")
 
     @property
     def json_file(self) -> str:

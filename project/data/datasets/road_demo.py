@@ -18,7 +18,7 @@ from .generated import GeneratedSplit
 
 THING_CLASSES = ("road", "vehicle", "pedestrian")
 ROAD, VEHICLE, PEDESTRIAN = 0, 1, 2
-VERSION = "v1"
+VERSION = "v2"
 HEIGHT, WIDTH = 256, 384
 MIN_VISIBLE_PIXELS = 40
 
@@ -109,7 +109,7 @@ def draw_road_image(rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[str
     road = _Road(rng, horizon)
     rows = np.arange(HEIGHT, dtype=np.float32)[:, None, None]
     sky = np.asarray([235, 200, 150], np.float32) + (np.asarray([245, 230, 205], np.float32) - [235, 200, 150]) * rows / horizon
-    grass = _textured(rng, (50 + rng.uniform(0, 30), 120 + rng.uniform(0, 40), 80 + rng.uniform(0, 40)), 0.12)
+    grass = _textured(rng, (50 + rng.uniform(0, 30), 130 + rng.uniform(0, 40), 60 + rng.uniform(0, 30)), 0.1)
     image = np.where(rows < horizon, sky * np.ones((1, WIDTH, 1), np.float32), grass)
 
     owner = np.full((HEIGHT, WIDTH), -1, dtype=np.int32)  # index into `instances`, -1 background
