@@ -1,0 +1,61 @@
+"""Running the model: the predictor for user code, training, and process launching."""
+from .defaults import DefaultTrainer, create_ddp_model, default_setup, save_config
+from .events import (
+    CommonMetricPrinter,
+    EventStorage,
+    EventWriter,
+    JSONWriter,
+    TensorboardWriter,
+    get_event_storage,
+)
+from .hooks import (
+    BestCheckpointer,
+    EvalHook,
+    IterationTimer,
+    LRScheduler,
+    PeriodicCheckpointer,
+    PeriodicWriter,
+    ValidationLoss,
+)
+from .launch import launch
+from .logger import setup_logger
+from .predictor import DefaultPredictor
+from .reproducibility import (
+    capture_rng_state,
+    configure_determinism,
+    preserve_rng_state,
+    restore_rng_state,
+    seed_all_rng,
+)
+from .train_loop import HookBase, SimpleTrainer, TrainerBase
+
+__all__ = [
+    "BestCheckpointer",
+    "CommonMetricPrinter",
+    "DefaultPredictor",
+    "DefaultTrainer",
+    "EvalHook",
+    "EventStorage",
+    "EventWriter",
+    "HookBase",
+    "IterationTimer",
+    "JSONWriter",
+    "LRScheduler",
+    "PeriodicCheckpointer",
+    "PeriodicWriter",
+    "SimpleTrainer",
+    "TensorboardWriter",
+    "TrainerBase",
+    "ValidationLoss",
+    "capture_rng_state",
+    "configure_determinism",
+    "create_ddp_model",
+    "default_setup",
+    "get_event_storage",
+    "launch",
+    "preserve_rng_state",
+    "restore_rng_state",
+    "save_config",
+    "seed_all_rng",
+    "setup_logger",
+]
