@@ -36,13 +36,25 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
-        if isinstance(error, OSError):
+        os_error = _os_error_behind(error)
+        if os_error is not None:
             raise CheckpointSaveError(
-                f"Could not write {path} ({type(error).__name__}: {error}). Its previous content, "
+                f"Could not write {path} ({type(os_error).__name__}: {os_error}). Its previous content, "
                 "if any, is unchanged and the partially written temporary file was removed."
             ) from error
         raise
     _fsync_directory(directory)
+
+
+def _os_error_behind(error: BaseException):
+    """``error`` if it is an OSError, else the OSError it was raised while handling, if any
+    (``torch.save`` reports a failed write, e.g. a full disk, as a RuntimeError whose context
+    is the OSError)."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__context__
+    return None
 
 
 def _fsync_directory(directory: str) -> None:

@@ -242,14 +242,18 @@ class ClipGradientsConfig:
 
 @dataclass
 class AMPConfig:
+    # float16 autocast and a gradient scaler; CUDA only (ignored with a warning on CPU).
     ENABLED: bool = False
 
 
 @dataclass
 class SolverConfig:
+    # "WarmupMultiStepLR" or "WarmupCosineLR".
     LR_SCHEDULER_NAME: str = "WarmupMultiStepLR"
     MAX_ITER: int = 90000
     BASE_LR: float = 0.02
+    # Final LR of WarmupCosineLR.
+    BASE_LR_END: float = 0.0
     MOMENTUM: float = 0.9
     NESTEROV: bool = False
     WEIGHT_DECAY: float = 0.0001
@@ -262,7 +266,14 @@ class SolverConfig:
     WARMUP_ITERS: int = 1000
     WARMUP_METHOD: str = "linear"
     CHECKPOINT_PERIOD: int = 5000
+    # Images per optimizer step, over all processes and accumulated batches.
     IMS_PER_BATCH: int = 16
+    # Gradient accumulation: each step sums ACCUM_ITER batches of IMS_PER_BATCH / ACCUM_ITER images.
+    ACCUM_ITER: int = 1
+    # Evaluation metric whose best value is kept as model_best.pth ("" disables), and whether
+    # higher ("max") or lower ("min") is better.
+    BEST_CHECKPOINT_METRIC: str = "segm/AP"
+    BEST_CHECKPOINT_MODE: str = "max"
     CLIP_GRADIENTS: ClipGradientsConfig = field(default_factory=ClipGradientsConfig)
     AMP: AMPConfig = field(default_factory=AMPConfig)
 
@@ -272,6 +283,8 @@ class TestConfig:
     EVAL_PERIOD: int = 0
     # Maximum detections kept per image, by the model and by the COCO evaluator.
     DETECTIONS_PER_IMAGE: int = 100
+    # Also record the training losses on DATASETS.TEST every EVAL_PERIOD iterations.
+    VAL_LOSS: bool = False
 
 
 @dataclass
@@ -285,3 +298,18 @@ class ProjectConfig:
     OUTPUT_DIR: str = "./output"
     # Negative: a different seed every run.
     SEED: int = -1
+    # Reproducible kernels (torch.use_deterministic_algorithms, warning where none exists).
+    DETERMINISTIC: bool = False
+    CUDNN_BENCHMARK: bool = False
+    # Iterations between two writes of metrics.jsonl, TensorBoard events and the console.
+    LOG_PERIOD: int = 20
+    # How train_net.py runs (lower case: about the launch, not the model).
+    eval_only: bool = False
+    # Continue from OUTPUT_DIR/last_checkpoint: weights, optimizer, scheduler, iteration, RNG.
+    resume: bool = False
+    # Processes per machine (one per GPU; on CPU, gloo processes), machines, this machine's
+    # rank, and where processes meet ("auto": a free port on localhost).
+    num_gpus: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
