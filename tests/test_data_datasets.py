@@ -28,9 +28,9 @@ from project.data import (
     load_labelme_json,
     load_mask_folder_instances,
     load_via_json,
-    register_coco_instances,
 )
 from project.data.convert import main as convert_main
+from project.data.datasets.instance_id_png import CITYSCAPES_THING_CLASSES
 from project.data.rle import decode_crop
 from project.structures import BoxMode
 
@@ -103,6 +103,25 @@ def test_pennfudan_instance_id_pngs(data_root, name):
         for ann, value in zip(d["annotations"], sorted(set(np.unique(label)) - {0})):
             assert np.array_equal(decoded(ann["segmentation"]), label == value)
             assert ann["category_id"] == 0 and ann["iscrowd"] == 0
+
+
+def test_cityscapes_instance_ids(tmp_path):
+    label = np.zeros((30, 40), np.uint16)
+    label[:, :] = 7  # road: a stuff class, not an instance
+    label[2:8, 2:10] = 26001  # car 1
+    label[10:20, 2:10] = 26002  # car 2
+    label[2:12, 20:25] = 24000  # person 0
+    label[20:28, 20:38] = 24  # people not split into instances: a crowd region
+    city = tmp_path / "labels" / "aachen"
+    city.mkdir(parents=True)
+    cv2.imwrite(str(city / "a_000001_gtFine_instanceIds.png"), label)
+    write_image(tmp_path / "images" / "aachen" / "a_000001_leftImg8bit.png", 30, 40)
+    d, = load_instance_id_png(str(tmp_path / "images"), str(tmp_path / "labels"), image_suffix="_leftImg8bit.png",
+                              label_suffix="_gtFine_instanceIds.png", id_encoding="cityscapes")
+    classes = sorted(CITYSCAPES_THING_CLASSES)
+    got = [(a["category_id"], a["iscrowd"], int(decoded(a["segmentation"]).sum())) for a in d["annotations"]]
+    assert got == [(classes.index(24), 1, 8 * 18), (classes.index(24), 0, 10 * 5),
+                   (classes.index(26), 0, 6 * 8), (classes.index(26), 0, 10 * 8)]
 
 
 def test_coco_mini_polygons(data_root, name):

@@ -21,6 +21,16 @@ ON_BAD_ANNOTATION_CHOICES = ("skip", "error")
 DEFAULT_ON_BAD_ANNOTATION = "skip"
 _LOGGED_INDIVIDUALLY = 10
 
+# Kinds of bad input, as counted in the summaries.
+KIND_MALFORMED_JSON = "malformed JSON"
+KIND_SHORT_POLYGON = "polygon with fewer than 3 points"
+KIND_BOX_OUTSIDE = "box outside the image"
+KIND_MISSING_IMAGE = "missing image file"
+KIND_MISSING_MASK = "missing mask file"
+KIND_CORRUPT_IMAGE = "corrupt image file"
+KIND_MASK_SIZE = "mask size differs from its image"
+KIND_INVALID = "invalid annotation"
+
 _policy: ContextVar[str] = ContextVar("on_bad_annotation", default=DEFAULT_ON_BAD_ANNOTATION)
 
 

@@ -12,8 +12,7 @@ from omegaconf import DictConfig
 
 from . import detection_utils as utils
 from . import transforms as T
-from .bad_input import BadAnnotationError, BadInputLog, current_policy
-from .datasets.checks import KIND_INVALID
+from .bad_input import KIND_INVALID, BadAnnotationError, BadInputLog, current_policy
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@ augmentations from the config, moving annotations through transforms, and turnin
 ``Instances``."""
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -14,12 +13,9 @@ from omegaconf import DictConfig
 from project.structures import BoxMode, Boxes, Instances, PolygonMasks
 
 from . import transforms as T
-from .bad_input import BadAnnotationError
+from .bad_input import KIND_CORRUPT_IMAGE, KIND_MASK_SIZE, KIND_MISSING_IMAGE, BadAnnotationError
 from .cropped_masks import CroppedBitMasks, MaskCrop
-from .datasets.checks import KIND_CORRUPT_IMAGE, KIND_MASK_SIZE, KIND_MISSING_IMAGE
 from .rle import decode_crop
-
-logger = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("BGR", "RGB", "L")
 MASK_FORMATS = ("polygon", "bitmask")

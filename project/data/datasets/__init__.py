@@ -32,4 +32,5 @@ __all__ = [
     "register_labelme_instances",
     "register_mask_folder_instances",
     "register_via_instances",
+    "save_coco_json",
 ]

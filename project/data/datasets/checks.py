@@ -12,21 +12,23 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..bad_input import BadAnnotationError
+from ..bad_input import (
+    KIND_BOX_OUTSIDE,
+    KIND_CORRUPT_IMAGE,
+    KIND_INVALID,
+    KIND_MALFORMED_JSON,
+    KIND_MASK_SIZE,
+    KIND_MISSING_IMAGE,
+    KIND_MISSING_MASK,
+    KIND_SHORT_POLYGON,
+    BadAnnotationError,
+)
 from ..rle import RLE, compress
 
 # How far (pixels) a box may stick out of its image: annotation tools round coordinates, and
 # exports such as Roboflow's put box edges up to half a pixel outside.
 BOX_TOLERANCE = 1.0
 
-KIND_MALFORMED_JSON = "malformed JSON"
-KIND_SHORT_POLYGON = "polygon with fewer than 3 points"
-KIND_BOX_OUTSIDE = "box outside the image"
-KIND_MISSING_IMAGE = "missing image file"
-KIND_MISSING_MASK = "missing mask file"
-KIND_CORRUPT_IMAGE = "corrupt image file"
-KIND_MASK_SIZE = "mask size differs from its image"
-KIND_INVALID = "invalid annotation"
 
 _ID_BEFORE = re.compile(r'"id"\s*:\s*(-?\d+)')
 

@@ -13,12 +13,10 @@ import pycocotools.mask as mask_util
 
 from project.structures import BoxMode
 
-from ..bad_input import BadAnnotationError, BadInputLog
+from ..bad_input import KIND_INVALID, KIND_MISSING_IMAGE, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog, MetadataCatalog
 from ..rle import compress, encode_mask
 from .checks import (
-    KIND_INVALID,
-    KIND_MISSING_IMAGE,
     check_box_xywh,
     check_image_file,
     check_polygon,

@@ -21,11 +21,9 @@ from PIL import Image, UnidentifiedImageError
 
 from project.structures import BoxMode
 
-from ..bad_input import BadAnnotationError, BadInputLog
+from ..bad_input import KIND_CORRUPT_IMAGE, KIND_INVALID, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
 from .checks import (
-    KIND_CORRUPT_IMAGE,
-    KIND_INVALID,
     check_box_xywh,
     check_image_file,
     check_polygon,

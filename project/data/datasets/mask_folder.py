@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from project.structures import BoxMode
 
-from ..bad_input import BadAnnotationError, BadInputLog
+from ..bad_input import KIND_INVALID, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
 from ..rle import encode_mask, rle_area_and_box
-from .checks import KIND_INVALID, check_mask_size, read_image_size, read_mask_file
+from .checks import check_mask_size, read_image_size, read_mask_file
 from .metadata import register_metadata, set_thing_classes
 
 logger = logging.getLogger(__name__)

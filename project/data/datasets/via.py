@@ -13,9 +13,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from project.structures import BoxMode
 
-from ..bad_input import BadAnnotationError, BadInputLog
+from ..bad_input import KIND_INVALID, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
-from .checks import KIND_INVALID, check_box_xywh, check_polygon, load_json, points_box_xywh, read_image_size
+from .checks import (
+    check_box_xywh,
+    check_polygon,
+    load_json,
+    points_box_xywh,
+    read_image_size,
+)
 from .metadata import register_metadata, set_thing_classes
 from .shapes import ellipse_polygon, rectangle_polygon
 
