@@ -72,6 +72,7 @@ class MaskCropResampler:
     def __init__(self, transforms: Transform, input_size: Tuple[int, int]):
         self.transforms = transforms if isinstance(transforms, TransformList) else TransformList([transforms])
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.output_size: Optional[Tuple[int, int]] = None  # known up front for axis-aligned transforms
         self._rows: Optional[np.ndarray] = None
         self._cols: Optional[np.ndarray] = None
         if all(_is_axis_aligned(t) for t in self.transforms.transforms):
