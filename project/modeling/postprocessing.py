@@ -1,7 +1,7 @@
 """Mapping detections from the resized network input back to the original image."""
 from __future__ import annotations
 
-from ..structures import Boxes, Instances, paste_masks_in_image
+from ..structures import Instances, paste_masks_in_image
 
 
 def detector_postprocess(
@@ -13,9 +13,10 @@ def detector_postprocess(
     scale_x = output_width / results.image_size[1]
     scale_y = output_height / results.image_size[0]
     results = Instances((output_height, output_width), **results.get_fields())
-    boxes: Boxes = results.pred_boxes
+    boxes = results.pred_boxes.clone()  # the caller's boxes stay in their own frame
     boxes.scale(scale_x, scale_y)
     boxes.clip(results.image_size)
+    results.pred_boxes = boxes
     results = results[boxes.nonempty()]
     if results.has("pred_masks"):
         results.pred_masks = paste_masks_in_image(

@@ -1,0 +1,157 @@
+"""The whole model: registries, model zoo configs, state-dict names, training and inference."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from project import model_zoo
+from project.config import get_cfg
+from project.layers import ShapeSpec
+from project.modeling import ROI_MASK_HEAD_REGISTRY, build_model
+from project.modeling.roi_heads import mask_rcnn_inference, mask_rcnn_loss
+from project.structures import BitMasks, Boxes, Instances, PolygonMasks
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class TinyMaskHead(nn.Module):
+    """A user's own mask head: one 1x1 conv straight to per-class logits, upsampled 2x."""
+
+    def __init__(self, cfg, input_shape: ShapeSpec):
+        super().__init__()
+        self.predictor = nn.Conv2d(input_shape.channels, cfg.MODEL.ROI_HEADS.NUM_CLASSES, 1)
+
+    def forward(self, x, instances):
+        logits = nn.functional.interpolate(self.predictor(x), scale_factor=2)
+        if self.training:
+            return {"loss_mask": mask_rcnn_loss(logits, instances)}
+        mask_rcnn_inference(logits, instances)
+        return instances
+
+
+def small_cfg(*overrides: str):
+    return get_cfg(["model=mask_rcnn_R_50_FPN", "MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", *overrides])
+
+
+def synthetic_batch(num_images: int = 2, size=(128, 160), polygons: bool = False):
+    """Images with bright rectangles and matching ground truth, as the mapper would give."""
+    batch = []
+    g = torch.Generator().manual_seed(0)
+    for i in range(num_images):
+        h, w = size
+        image = torch.randint(0, 40, (3, h, w), generator=g, dtype=torch.uint8)
+        boxes = torch.tensor([[10.0 + 5 * i, 20.0, 60.0 + 5 * i, 90.0], [80.0, 30.0, 150.0, 110.0]])
+        masks = torch.zeros(2, h, w, dtype=torch.bool)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.int().tolist()):
+            m[y0:y1, x0:x1] = True
+            image[:, y0:y1, x0:x1] = 200
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(boxes)
+        inst.gt_classes = torch.tensor([1, 4])
+        if polygons:
+            inst.gt_masks = PolygonMasks([[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in boxes.tolist()])
+        else:
+            inst.gt_masks = BitMasks(masks)
+        batch.append({"image": image, "instances": inst, "height": h, "width": w})
+    return batch
+
+
+def test_custom_mask_head_is_selected_by_name_in_the_config():
+    cfg = small_cfg("MODEL.ROI_MASK_HEAD.NAME=TinyMaskHead", "MODEL.ROI_HEADS.NUM_CLASSES=5")
+    model = build_model(cfg)
+    assert isinstance(model.roi_heads.mask_head, TinyMaskHead)
+    assert "roi_heads.mask_head.predictor.weight" in model.state_dict()
+    losses = model(synthetic_batch())
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+    model.eval()
+    with torch.no_grad():
+        out = model(synthetic_batch(1))[0]["instances"]
+    assert out.pred_masks.shape[1:] == (128, 160)
+
+
+def test_unknown_component_name_fails_naming_the_registry():
+    with pytest.raises(KeyError, match="ROI_MASK_HEAD"):
+        build_model(small_cfg("MODEL.ROI_MASK_HEAD.NAME=NoSuchHead"))
+
+
+@pytest.mark.parametrize("name, depth", [("mask_rcnn_R_101_FPN_3x", 101), ("mask_rcnn_R_50_FPN_3x", 50), ("mask_rcnn_R_50_FPN_1x", 50)])
+def test_model_zoo_get_config(name, depth):
+    cfg = model_zoo.get_config(name)
+    assert cfg.MODEL.RESNETS.DEPTH == depth
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+    assert cfg.DATASETS.TRAIN == ["coco_2017_train"]
+    assert cfg.SOLVER.MAX_ITER == (270000 if name.endswith("3x") else 90000)
+    assert cfg.MODEL.WEIGHTS == f"detectron2://ImageNetPretrained/MSRA/R-{depth}.pkl"
+    assert model_zoo.get_config(f"COCO-InstanceSegmentation/{name}.yaml") == cfg
+    trained = model_zoo.get_config(name, trained=True)
+    assert trained.MODEL.WEIGHTS.startswith("https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/" + name + "/")
+    assert trained.MODEL.WEIGHTS.endswith(".pkl")
+
+
+def test_model_zoo_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="mask_rcnn_R_101_FPN_3x"):
+        model_zoo.get_config("mask_rcnn_R_152_FPN_3x")
+
+
+def test_r101_fpn_state_dict_keys_are_detectron2s():
+    model = build_model(model_zoo.get_config("mask_rcnn_R_101_FPN_3x", overrides=["MODEL.DEVICE=cpu"]))
+    keys = set(model.state_dict())
+    for key in [
+        "backbone.bottom_up.stem.conv1.weight",
+        "backbone.bottom_up.res2.0.conv1.weight",
+        "backbone.bottom_up.res4.22.conv3.norm.running_var",
+        "backbone.fpn_lateral2.weight",
+        "backbone.fpn_output5.bias",
+        "proposal_generator.rpn_head.conv.weight",
+        "proposal_generator.rpn_head.anchor_deltas.bias",
+        "roi_heads.box_head.fc1.weight",
+        "roi_heads.box_head.fc2.bias",
+        "roi_heads.box_predictor.cls_score.weight",
+        "roi_heads.box_predictor.bbox_pred.weight",
+        "roi_heads.mask_head.mask_fcn4.weight",
+        "roi_heads.mask_head.deconv.weight",
+        "roi_heads.mask_head.predictor.weight",
+    ]:
+        assert key in keys, key
+    assert not any("pixel_mean" in k or "anchor" in k and "anchor_deltas" not in k for k in keys)
+    assert model.state_dict()["roi_heads.box_predictor.cls_score.weight"].shape == (81, 1024)
+    assert model.state_dict()["roi_heads.box_predictor.bbox_pred.weight"].shape == (320, 1024)
+    assert model.state_dict()["roi_heads.mask_head.predictor.weight"].shape == (80, 256, 1, 1)
+
+
+@pytest.mark.parametrize("polygons", [False, True])
+def test_training_reduces_the_loss_on_a_fixed_batch(polygons):
+    torch.manual_seed(0)
+    cfg = small_cfg("MODEL.ROI_HEADS.NUM_CLASSES=5", "MODEL.RESNETS.NORM=BN", "MODEL.BACKBONE.FREEZE_AT=0")
+    model = build_model(cfg)
+    batch = synthetic_batch(polygons=polygons)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.002, momentum=0.9)
+    totals = []
+    for _ in range(12):
+        losses = model(batch)
+        total = sum(losses.values())
+        assert all(torch.isfinite(v) for v in losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+    assert sum(totals[-3:]) / 3 < 0.5 * totals[0]
+
+
+def test_score_threshold_and_detections_per_image_come_from_the_config():
+    # GroupNorm keeps a random network's activations finite (identity FrozenBN would not).
+    torch.manual_seed(0)
+    cfg = small_cfg("MODEL.RESNETS.NORM=GN", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0", "TEST.DETECTIONS_PER_IMAGE=7")
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(synthetic_batch(1))[0]["instances"]
+    assert len(out) == 7
+    cfg = small_cfg(
+        "MODEL.RESNETS.NORM=GN", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0", "TEST.DETECTIONS_PER_IMAGE=300",
+        "MODEL.RPN.POST_NMS_TOPK_TEST=500",
+    )
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(synthetic_batch(1))[0]["instances"]
+    assert 100 < len(out) <= 300
