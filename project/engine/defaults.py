@@ -80,6 +80,13 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _check_periods(cfg: DictConfig) -> None:
+    for key, minimum in (("SOLVER.MAX_ITER", 1), ("SOLVER.CHECKPOINT_PERIOD", 1), ("LOG_PERIOD", 1), ("TEST.EVAL_PERIOD", 0)):
+        value = OmegaConf.select(cfg, key)
+        if value < minimum:
+            raise ValueError(f"{key}={value}; it must be at least {minimum}")
+
+
 class DefaultTrainer(TrainerBase):
     """Trains ``cfg``'s model on ``cfg.DATASETS.TRAIN`` and evaluates it on ``DATASETS.TEST``.
 
@@ -100,6 +107,7 @@ class DefaultTrainer(TrainerBase):
 
     def __init__(self, cfg: DictConfig):
         super().__init__()
+        _check_periods(cfg)
         self.cfg = cfg
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)

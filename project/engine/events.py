@@ -177,6 +177,8 @@ class CommonMetricPrinter(EventWriter):
 
     def write(self) -> None:
         iteration = get_event_storage().iter
+        if iteration >= self._max_iter:
+            return  # after training: the last iteration was reported already
         metrics = self._metrics()
         losses = {name: value for name, value in metrics.items() if "loss" in name}
         if self._progress_bar:
