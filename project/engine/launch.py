@@ -55,7 +55,8 @@ def launch(
     num_gpus_per_machine``; one process in all just calls ``main_func``. ``dist_url`` is where
     the processes meet (``"tcp://host:port"``); ``"auto"`` picks a free port on localhost (one
     machine only). ``backend`` defaults to NCCL where CUDA is available, else gloo; each
-    process uses the GPU of its local rank. An exception in any process ends the job and is
+    process uses the GPU of its local rank, or with gloo an equal share of the CPU cores
+    (unless ``OMP_NUM_THREADS`` is set). An exception in any process ends the job and is
     re-raised here (as ``torch.multiprocessing.ProcessRaisedException``).
     """
     backend = backend or default_backend()
@@ -111,6 +112,9 @@ def _spawned_worker(
     os.environ.update(
         {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(num_per_machine)}
     )
+    if backend != "nccl" and "OMP_NUM_THREADS" not in os.environ:
+        # CPU processes share the cores instead of each starting one thread per core.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_per_machine))
     _run_in_process_group(main_func, args, backend, dist_url, world_size, rank, local_rank, timeout)
 
 
