@@ -22,7 +22,7 @@ from . import hooks
 from .events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from .logger import setup_logger
 from .reproducibility import configure_determinism, restore_rng_state, seed_all_rng
-from .train_loop import SimpleTrainer, TrainerBase
+from .train_loop import SimpleTrainer, TrainerBase, model_device
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +72,6 @@ def synchronize_buffers(model: nn.Module) -> None:
         return
     for buffer in hooks.unwrap_model(model).buffers():
         torch.distributed.broadcast(buffer, src=0)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _check_periods(cfg: DictConfig) -> None:
@@ -139,10 +133,6 @@ class DefaultTrainer(TrainerBase):
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self._trainer.optimizer
-
-    @property
-    def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
-        return self._trainer.grad_scaler
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a checkpoint named in ``OUTPUT_DIR/last_checkpoint``, restore

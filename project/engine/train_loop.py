@@ -4,6 +4,7 @@ and gradient clipping."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import weakref
@@ -113,10 +114,11 @@ class TrainerBase:
         raise NotImplementedError
 
 
-def _device_type(model: nn.Module) -> str:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device.type
-    return "cpu"
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (CPU for an empty model)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 class SimpleTrainer(TrainerBase):
@@ -154,7 +156,7 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.accumulation_steps = accumulation_steps
         self.grad_clipper = grad_clipper
-        self._device_type = _device_type(model)
+        self._device_type = model_device(model).type
         if amp and self._device_type != "cuda":
             logger.warning(
                 "SOLVER.AMP.ENABLED is set but the model is on %s; AMP needs CUDA, training in float32",
