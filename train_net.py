@@ -23,7 +23,7 @@ from typing import Any, List, Mapping
 import hydra
 import torch.multiprocessing as mp
 from hydra.errors import OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from project.checkpoint import (
@@ -61,9 +61,16 @@ class InputError(ValueError):
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Fail before any work if a dataset of ``DATASETS.TRAIN`` / ``TEST`` is not registered or
-    ``MODEL.WEIGHTS`` names a local file that does not exist."""
-    register_datasets_from_config(cfg)
+    """Fail before any work if a config value is left unset (``???``), a dataset of
+    ``DATASETS.TRAIN`` / ``TEST`` is not registered or ``MODEL.WEIGHTS`` names a local file
+    that does not exist."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise InputError(f"config values left unset (???): {', '.join(missing)}")
+    try:
+        register_datasets_from_config(cfg)
+    except (ValueError, TypeError) as error:  # a DATASETS.REGISTER entry that does not fit
+        raise InputError(str(error)) from error
     needed = ([] if cfg.eval_only else [("DATASETS.TRAIN", n) for n in cfg.DATASETS.TRAIN]) + [
         ("DATASETS.TEST", n) for n in cfg.DATASETS.TEST
     ]
