@@ -10,6 +10,9 @@ from project.config import get_cfg
 from project.engine import DefaultTrainer, HookBase, default_setup
 from training_fixtures import tiny_overrides, write_tiny_coco
 
+# Three short training runs with full checkpoints: 30-70 s on two busy CPU cores.
+pytestmark = pytest.mark.slow
+
 
 class Interrupted(RuntimeError):
     pass
