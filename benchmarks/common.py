@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from project.config import get_cfg
+from project.model_zoo import get_config
 from project.modeling.calibration import write_calibrated_detectron2_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,11 +37,11 @@ def to_tensor(image: np.ndarray, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
 
 
-def calibrated_detectron2_pkl(path: Path, model_name: str = "mask_rcnn_R_101_FPN", seed: int = 0) -> Path:
+def calibrated_detectron2_pkl(path: Path, model_name: str = "mask_rcnn_R_101_FPN_3x", seed: int = 0) -> Path:
     """Write (once) a Detectron2-format ``.pkl`` calibrated on real images (see
     ``project.modeling.calibration``), so the model makes realistic numbers of detections."""
     if not path.exists():
-        cfg = get_cfg([f"model={model_name}", "MODEL.DEVICE=cpu"])
+        cfg = get_config(model_name, overrides=["MODEL.DEVICE=cpu"])
         path.parent.mkdir(parents=True, exist_ok=True)
         images = [to_tensor(img, 800, 1088) for img in real_images(4)]
         write_calibrated_detectron2_checkpoint(cfg, images, path, seed=seed)
