@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,19 +19,12 @@ def shared_random_seed() -> int:
     return int(comm.all_gather(np.random.randint(2**31))[0])
 
 
-class TrainingSampler(Sampler):
-    """An endless stream of dataset indices: with ``shuffle``, one random permutation of
-    ``range(size)`` after another (drawn from ``seed``), else 0, 1, ..., size-1 repeated.
+class _InfiniteShardedSampler(Sampler):
+    """An endless, seeded stream of epochs (``_epoch_indices``, drawn from one generator
+    seeded with ``seed``), of which process ``rank`` of ``world_size`` yields elements rank,
+    rank + world_size, ...; without ``seed``, all processes share a random one."""
 
-    Process ``rank`` of ``world_size`` yields elements rank, rank + world_size, ... of that
-    one stream, so the processes together see each epoch exactly once. Without ``seed``, all
-    processes share a random one.
-    """
-
-    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None):
-        if size <= 0:
-            raise ValueError(f"TrainingSampler needs a non-empty dataset, got size {size}")
-        self._size = size
+    def __init__(self, shuffle: bool, seed: Optional[int]):
         self._shuffle = shuffle
         self._seed = int(seed) if seed is not None else shared_random_seed()
         self._rank = comm.get_rank()
@@ -44,24 +37,43 @@ class TrainingSampler(Sampler):
         generator = torch.Generator()
         generator.manual_seed(self._seed)
         while True:
-            if self._shuffle:
-                yield from torch.randperm(self._size, generator=generator).tolist()
-            else:
-                yield from range(self._size)
+            yield from self._epoch_indices(generator)
+
+    def _epoch_indices(self, generator: torch.Generator) -> Iterable[int]:
+        """The indices of one epoch, in order, drawing any randomness from ``generator``."""
+        raise NotImplementedError
 
 
-class RepeatFactorTrainingSampler(Sampler):
+class TrainingSampler(_InfiniteShardedSampler):
+    """An endless stream of dataset indices: with ``shuffle``, one random permutation of
+    ``range(size)`` after another (drawn from ``seed``), else 0, 1, ..., size-1 repeated.
+
+    Process ``rank`` of ``world_size`` yields elements rank, rank + world_size, ... of that
+    one stream, so the processes together see each epoch exactly once. Without ``seed``, all
+    processes share a random one.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None):
+        if size <= 0:
+            raise ValueError(f"TrainingSampler needs a non-empty dataset, got size {size}")
+        super().__init__(shuffle, seed)
+        self._size = size
+
+    def _epoch_indices(self, generator: torch.Generator) -> Iterable[int]:
+        if self._shuffle:
+            return torch.randperm(self._size, generator=generator).tolist()
+        return range(self._size)
+
+
+class RepeatFactorTrainingSampler(_InfiniteShardedSampler):
     """Like ``TrainingSampler``, but each epoch image i appears ``floor(r_i)`` times plus once
     more with probability ``frac(r_i)``, for per-image repeat factors ``r_i >= 1``
     (e.g. from ``repeat_factors_from_category_frequency``), to see rare classes more often."""
 
     def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None):
+        super().__init__(shuffle, seed)
         self._int_part = torch.trunc(repeat_factors)
         self._frac_part = repeat_factors - self._int_part
-        self._shuffle = shuffle
-        self._seed = int(seed) if seed is not None else shared_random_seed()
-        self._rank = comm.get_rank()
-        self._world_size = comm.get_world_size()
 
     @staticmethod
     def repeat_factors_from_category_frequency(
@@ -84,22 +96,13 @@ class RepeatFactorTrainingSampler(Sampler):
             factor[c] = max(1.0, math.sqrt(ratio) if sqrt else ratio)
         return torch.tensor([max((factor[c] for c in classes), default=1.0) for classes in classes_of], dtype=torch.float32)
 
-    def _epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+    def _epoch_indices(self, generator: torch.Generator) -> Iterable[int]:
         extra = torch.rand(len(self._frac_part), generator=generator) < self._frac_part
         repeats = (self._int_part + extra).to(torch.int64)
-        return torch.repeat_interleave(torch.arange(len(repeats)), repeats)
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
-
-    def _infinite_indices(self) -> Iterator[int]:
-        generator = torch.Generator()
-        generator.manual_seed(self._seed)
-        while True:
-            indices = self._epoch_indices(generator)
-            if self._shuffle:
-                indices = indices[torch.randperm(len(indices), generator=generator)]
-            yield from indices.tolist()
+        indices = torch.repeat_interleave(torch.arange(len(repeats)), repeats)
+        if self._shuffle:
+            indices = indices[torch.randperm(len(indices), generator=generator)]
+        return indices.tolist()
 
 
 class InferenceSampler(Sampler):

@@ -24,6 +24,7 @@ from .checks import (
     load_json,
 )
 from .metadata import register_metadata, set_thing_classes
+from .records import image_record
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +80,7 @@ def _image_record(image: Any, index: int, image_root: str, json_file: str) -> Di
             json_file, f"image id {image['id']}", f"height and width must be positive integers, got {height}x{width}",
             KIND_INVALID,
         )
-    return {
-        "file_name": os.path.join(image_root, image["file_name"]),
-        "height": height,
-        "width": width,
-        "image_id": image["id"],
-    }
+    return image_record(os.path.join(image_root, image["file_name"]), (height, width), image["id"], [])
 
 
 def _segmentation(segm: Any, image_size, json_file: str, item: str, log: BadInputLog) -> Any:
@@ -170,7 +166,6 @@ def load_coco_json(
         except BadAnnotationError as e:
             log.report(e)
             continue
-        record["annotations"] = []
         records[record["image_id"]] = record
 
     listed_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}

@@ -23,6 +23,7 @@ from project.structures import BoxMode
 from ..catalog import DatasetCatalog
 from .coco import dataset_dicts_to_coco, load_coco_json, save_coco_json
 from .metadata import register_metadata
+from .records import image_record
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,10 @@ def generate_split(split: GeneratedSplit) -> None:
         if not cv2.imwrite(file_name, image):
             raise OSError(f"could not write {file_name}")
         dataset_dicts.append(
-            {
-                "file_name": file_name,
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "image_id": index + 1,
-                "annotations": [dict(a, bbox_mode=BoxMode.XYWH_ABS, iscrowd=0) for a in annotations],
-            }
+            image_record(
+                file_name, image.shape[:2], index + 1,
+                [dict(a, bbox_mode=BoxMode.XYWH_ABS, iscrowd=0) for a in annotations],
+            )
         )
     coco = dataset_dicts_to_coco(
         dataset_dicts, split.thing_classes, {i: i + 1 for i in range(len(split.thing_classes))},

@@ -19,13 +19,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from project.structures import BoxMode
-
 from ..bad_input import BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
 from ..rle import encode_mask, rle_area_and_box
 from .checks import check_mask_size, read_image_size, read_mask_file
 from .metadata import register_metadata, set_thing_classes
+from .records import image_record, instance_record, log_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -113,24 +112,10 @@ def load_instance_id_png(
         for value, category, iscrowd in _instances(label, id_encoding, class_index):
             rle = encode_mask(label == value)
             _, bbox = rle_area_and_box(rle)
-            annotations.append(
-                {"bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "category_id": category, "segmentation": rle,
-                 "iscrowd": iscrowd}
-            )
-        dataset_dicts.append(
-            {
-                "file_name": image_file,
-                "height": image_size[0],
-                "width": image_size[1],
-                "image_id": len(dataset_dicts),
-                "annotations": annotations,
-            }
-        )
+            annotations.append(instance_record(bbox, category, rle, iscrowd))
+        dataset_dicts.append(image_record(image_file, image_size, len(dataset_dicts), annotations))
     log.summarize()
-    logger.info(
-        "Loaded %d images with %d instances from %s and %s",
-        len(dataset_dicts), sum(len(d["annotations"]) for d in dataset_dicts), image_root, label_root,
-    )
+    log_loaded(logger, dataset_dicts, f"{image_root} and {label_root}")
     return dataset_dicts
 
 

@@ -19,8 +19,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-from project.structures import BoxMode
-
 from ..bad_input import KIND_CORRUPT_IMAGE, KIND_INVALID, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
 from .checks import (
@@ -31,6 +29,7 @@ from .checks import (
     points_box_xywh,
 )
 from .metadata import register_metadata, set_thing_classes
+from .records import image_record, instance_record, log_loaded
 from .shapes import ellipse_polygon, rectangle_polygon
 
 logger = logging.getLogger(__name__)
@@ -187,19 +186,10 @@ def load_labelme_json(
             except BadAnnotationError as e:
                 log.report(e)
                 continue
-            annotations.append(
-                {"bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "category_id": class_index[label],
-                 "segmentation": polygons, "iscrowd": 0}
-            )
-        dataset_dicts.append(
-            {"file_name": image_file, "height": image_size[0], "width": image_size[1],
-             "image_id": len(dataset_dicts), "annotations": annotations}
-        )
+            annotations.append(instance_record(bbox, class_index[label], polygons))
+        dataset_dicts.append(image_record(image_file, image_size, len(dataset_dicts), annotations))
     log.summarize()
-    logger.info(
-        "Loaded %d images with %d instances from LabelMe files in %s",
-        len(dataset_dicts), sum(len(d["annotations"]) for d in dataset_dicts), json_dir,
-    )
+    log_loaded(logger, dataset_dicts, f"LabelMe files in {json_dir}")
     return dataset_dicts
 
 

@@ -11,13 +11,12 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from project.structures import BoxMode
-
 from ..bad_input import KIND_INVALID, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
 from ..rle import encode_mask, rle_area_and_box
 from .checks import check_mask_size, read_image_size, read_mask_file
 from .metadata import register_metadata, set_thing_classes
+from .records import image_record, instance_record, log_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -81,23 +80,10 @@ def load_mask_folder_instances(
                 continue
             rle = encode_mask(mask)
             _, bbox = rle_area_and_box(rle)
-            annotations.append(
-                {"bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "segmentation": rle, "iscrowd": 0}
-            )
-        dataset_dicts.append(
-            {
-                "file_name": image_file,
-                "height": image_size[0],
-                "width": image_size[1],
-                "image_id": len(dataset_dicts),
-                "annotations": annotations,
-            }
-        )
+            annotations.append(instance_record(bbox, 0, rle))
+        dataset_dicts.append(image_record(image_file, image_size, len(dataset_dicts), annotations))
     log.summarize()
-    logger.info(
-        "Loaded %d images with %d instance masks from %s",
-        len(dataset_dicts), sum(len(d["annotations"]) for d in dataset_dicts), root,
-    )
+    log_loaded(logger, dataset_dicts, root, what="instance masks")
     return dataset_dicts
 
 

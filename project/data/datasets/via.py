@@ -11,8 +11,6 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from project.structures import BoxMode
-
 from ..bad_input import KIND_INVALID, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
 from .checks import (
@@ -23,6 +21,7 @@ from .checks import (
     read_image_size,
 )
 from .metadata import register_metadata, set_thing_classes
+from .records import image_record, instance_record, log_loaded
 from .shapes import ellipse_polygon, rectangle_polygon
 
 logger = logging.getLogger(__name__)
@@ -157,19 +156,10 @@ def load_via_json(
             except BadAnnotationError as e:
                 log.report(e)
                 continue
-            annotations.append(
-                {"bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "category_id": category,
-                 "segmentation": [polygon], "iscrowd": 0}
-            )
-        dataset_dicts.append(
-            {"file_name": image_file, "height": image_size[0], "width": image_size[1],
-             "image_id": len(dataset_dicts), "annotations": annotations}
-        )
+            annotations.append(instance_record(bbox, category, [polygon]))
+        dataset_dicts.append(image_record(image_file, image_size, len(dataset_dicts), annotations))
     log.summarize()
-    logger.info(
-        "Loaded %d images with %d instances from %s",
-        len(dataset_dicts), sum(len(d["annotations"]) for d in dataset_dicts), json_file,
-    )
+    log_loaded(logger, dataset_dicts, json_file)
     return dataset_dicts
 
 
