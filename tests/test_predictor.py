@@ -9,6 +9,7 @@ import torch
 from conftest import require_dataset
 from project.checkpoint import DetectionCheckpointer
 from project.config import get_cfg
+from project.data.detection_utils import scale_to_uint8
 from project.engine import DefaultPredictor
 from project.modeling import build_model
 from project.modeling.calibration import write_calibrated_detectron2_checkpoint
@@ -107,11 +108,15 @@ def test_grayscale_and_16bit_images_are_converted(calibrated):
     out = predictor(grey)["instances"]
     assert out.image_size == grey.shape
     # A 16-bit image using a narrow band of levels, as microscopes write them, is stretched to
-    # 8 bits: the same picture scaled by 16 gives the same detections.
-    deep = grey.astype(np.uint16) * 16
+    # 8 bits by the data pipeline's rule: predictions equal those on the stretched 8-bit image.
+    deep = grey.astype(np.uint16) * 16 + 1000
+    stretched = scale_to_uint8(deep)
+    assert stretched.dtype == np.uint8 and stretched.max() == 255 and stretched.min() == 0
     out16 = predictor(deep)["instances"]
-    assert len(out16) == len(out)
-    torch.testing.assert_close(out16.scores, out.scores, atol=0.05, rtol=0.0)
+    out8 = predictor(stretched)["instances"]
+    assert len(out16) == len(out8) > 0
+    torch.testing.assert_close(out16.scores, out8.scores)
+    torch.testing.assert_close(out16.pred_boxes.tensor, out8.pred_boxes.tensor)
 
 
 @pytest.mark.parametrize(
