@@ -52,6 +52,19 @@ def test_training_sampler_splits_one_stream_across_ranks(monkeypatch):
     assert [i for pair in zip(*shards) for i in pair] == single
 
 
+def test_training_samplers_started_later_continue_the_same_stream(monkeypatch):
+    factors = torch.tensor([1.0, 1.5, 2.7, 1.0])
+    assert take(TrainingSampler(7, seed=3, start=10), 11) == take(TrainingSampler(7, seed=3), 21)[10:]
+    assert take(RepeatFactorTrainingSampler(factors, seed=1, start=9), 20) == take(
+        RepeatFactorTrainingSampler(factors, seed=1), 29)[9:]
+    # ``start`` counts this rank's indices: rank 1 of 2 resumes at its own 6th index.
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(comm, "get_rank", lambda: 1)
+    assert take(TrainingSampler(10, seed=5, start=6), 8) == take(TrainingSampler(10, seed=5), 14)[6:]
+    with pytest.raises(ValueError, match="start"):
+        TrainingSampler(10, seed=5, start=-1)
+
+
 def test_inference_sampler_gives_contiguous_shards(monkeypatch):
     monkeypatch.setattr(comm, "get_world_size", lambda: 3)
     shards = []
@@ -137,6 +150,15 @@ def test_train_loader_from_config_yields_endless_grouped_batches(tiny_cfg):
     assert set(seen) == set(range(1, 7))
     again = [d["image_id"] for batch in take(build_detection_train_loader(tiny_cfg), 12) for d in batch]
     assert again == seen  # seeded by cfg.SEED
+
+
+def test_train_loader_started_at_a_batch_continues_the_stream(tiny_cfg):
+    tiny_cfg.DATALOADER.ASPECT_RATIO_GROUPING = False
+    ids = lambda batches: [[d["image_id"] for d in batch] for batch in batches]
+    full = ids(take(build_detection_train_loader(tiny_cfg), 7))
+    assert ids(take(build_detection_train_loader(tiny_cfg, start_batch=4), 3)) == full[4:]
+    with pytest.raises(ValueError, match="start_batch"):
+        build_detection_train_loader(tiny_cfg, sampler=TrainingSampler(6, seed=0), start_batch=1)
 
 
 def test_train_loader_with_workers_augments_differently_per_worker(tiny_coco):

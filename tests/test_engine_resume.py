@@ -10,7 +10,7 @@ from project.config import get_cfg
 from project.engine import DefaultTrainer, HookBase, default_setup
 from training_fixtures import tiny_overrides, write_tiny_coco
 
-# Three short training runs with full checkpoints: 30-70 s on two busy CPU cores.
+# Six short training runs with full checkpoints: about a minute on two busy CPU cores.
 pytestmark = pytest.mark.slow
 
 
@@ -37,11 +37,27 @@ def one_image(tmp_path_factory):
     return "resume_tiny", json_file, image_root
 
 
-def _run(dataset, output_dir, *, resume=False, stop_before=None):
+@pytest.fixture(scope="module")
+def seven_images(tmp_path_factory):
+    # Seven same-sized images (one aspect-ratio group), shuffled, flipped at random: each
+    # iteration's batch depends on where the sampler's stream and the flips' generator are,
+    # and the interruption falls in the middle of an epoch.
+    json_file, image_root = write_tiny_coco(tmp_path_factory.mktemp("resume_data_7"), num_images=7, seed=5)
+    return "resume_tiny_7", json_file, image_root
+
+
+# Two accumulated batches of one image per iteration: the stream advances ACCUM_ITER batches per step.
+SHUFFLED_FLIPPED_DATA = ["INPUT.RANDOM_FLIP=horizontal", "SOLVER.ACCUM_ITER=2"]
+
+
+def _run(dataset, output_dir, *, resume=False, stop_before=None, extra=()):
     cfg = get_cfg(
         tiny_overrides(
             dataset, [], str(output_dir),
-            extra=["SOLVER.MAX_ITER=6", "SOLVER.STEPS=[4]", "SOLVER.CHECKPOINT_PERIOD=3", "DETERMINISTIC=true", "SEED=11"],
+            extra=[
+                "SOLVER.MAX_ITER=6", "SOLVER.STEPS=[4]", "SOLVER.CHECKPOINT_PERIOD=3", "DETERMINISTIC=true", "SEED=11",
+                *extra,
+            ],
         )
     )
     default_setup(cfg)
@@ -67,6 +83,20 @@ def uninterrupted(one_image, tmp_path_factory):
     return trainer, output_dir
 
 
+def _interrupt_and_resume(dataset, output_dir, extra=()):
+    """Run until the crash before iteration 4 (last checkpoint after iteration 2), then resume."""
+    try:
+        interrupted, _ = _run(dataset, output_dir, stop_before=4, extra=extra)
+        assert interrupted.iter == 4
+        with open(output_dir / "last_checkpoint") as f:
+            assert f.read() == "model_0000002.pth"
+        resumed, start_iter = _run(dataset, output_dir, resume=True, extra=extra)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert start_iter == 3
+    return resumed
+
+
 def _assert_same_state(a, b):
     for key, value in a.items():
         if isinstance(value, torch.Tensor):
@@ -77,24 +107,19 @@ def _assert_same_state(a, b):
             assert value == b[key], key
 
 
-def test_resumed_run_matches_uninterrupted_run(one_image, uninterrupted, tmp_path):
-    reference, _ = uninterrupted
-    try:
-        interrupted, _ = _run(one_image, tmp_path / "interrupted", stop_before=4)
-        # Iteration 3 ran but its state was never checkpointed: it is lost, as in a crash.
-        assert interrupted.iter == 4
-        with open(tmp_path / "interrupted" / "last_checkpoint") as f:
-            assert f.read() == "model_0000002.pth"
-        resumed, start_iter = _run(one_image, tmp_path / "interrupted", resume=True)
-    finally:
-        torch.use_deterministic_algorithms(False)
-
-    assert start_iter == 3
+def _assert_same_end(resumed, reference):
     assert resumed.iter == reference.iter == 6
     assert [g["lr"] for g in resumed.optimizer.param_groups] == [g["lr"] for g in reference.optimizer.param_groups]
     assert resumed.scheduler.state_dict() == reference.scheduler.state_dict()
     _assert_same_state(resumed.optimizer.state_dict(), reference.optimizer.state_dict())
     _assert_same_state(resumed.checkpointer.model.state_dict(), reference.checkpointer.model.state_dict())
+
+
+def test_resumed_run_matches_uninterrupted_run(one_image, uninterrupted, tmp_path):
+    reference, _ = uninterrupted
+    # Iteration 3 runs but its state is never checkpointed: it is lost, as in a crash.
+    resumed = _interrupt_and_resume(one_image, tmp_path / "interrupted")
+    _assert_same_end(resumed, reference)
     # And the run did change the weights: the comparison is not between two untouched models.
     initial = torch.load(tmp_path / "interrupted" / "model_0000002.pth", weights_only=True)["model"]
     final = reference.checkpointer.model.state_dict()
@@ -107,3 +132,14 @@ def test_resuming_a_finished_run_runs_no_iteration(one_image, uninterrupted):
     resumed, start_iter = _run(one_image, output_dir, resume=True)
     assert start_iter == 6 and resumed.iter == 6
     _assert_same_state(resumed.checkpointer.model.state_dict(), finished.checkpointer.model.state_dict())
+
+
+def test_resumed_run_continues_the_data_stream(seven_images, tmp_path):
+    # The resumed run must take batches 6.. of the shuffled stream (3 iterations x 2 batches)
+    # and the flips the uninterrupted run drew for them, or its weights end elsewhere.
+    try:
+        reference, _ = _run(seven_images, tmp_path / "uninterrupted", extra=SHUFFLED_FLIPPED_DATA)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    resumed = _interrupt_and_resume(seven_images, tmp_path / "interrupted", extra=SHUFFLED_FLIPPED_DATA)
+    _assert_same_end(resumed, reference)

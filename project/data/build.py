@@ -98,16 +98,16 @@ def worker_init_reset_seed(worker_id: int) -> None:
     torch.manual_seed(seed)
 
 
-def _train_sampler(cfg: DictConfig, dataset_dicts: Sequence[Dict[str, Any]]):
+def _train_sampler(cfg: DictConfig, dataset_dicts: Sequence[Dict[str, Any]], start: int):
     name = cfg.DATALOADER.SAMPLER_TRAIN
     seed = cfg.SEED if cfg.SEED >= 0 else None
     if name == "TrainingSampler":
-        return TrainingSampler(len(dataset_dicts), seed=seed)
+        return TrainingSampler(len(dataset_dicts), seed=seed, start=start)
     if name == "RepeatFactorTrainingSampler":
         factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
             dataset_dicts, cfg.DATALOADER.REPEAT_THRESHOLD
         )
-        return RepeatFactorTrainingSampler(factors, seed=seed)
+        return RepeatFactorTrainingSampler(factors, seed=seed, start=start)
     raise ValueError(f"DATALOADER.SAMPLER_TRAIN must be one of {SAMPLERS}, got {name!r}")
 
 
@@ -121,6 +121,7 @@ def build_detection_train_loader(
     aspect_ratio_grouping: Optional[bool] = None,
     num_workers: Optional[int] = None,
     collate_fn: Optional[Callable[[List[Any]], Any]] = None,
+    start_batch: int = 0,
 ) -> Iterable:
     """An endless iterable of training batches (lists of mapped dicts), ``total_batch_size``
     images split evenly over the processes.
@@ -130,7 +131,17 @@ def build_detection_train_loader(
     ``cfg.SOLVER.IMS_PER_BATCH``, ``cfg.DATALOADER`` and ``cfg.SEED``. From explicit arguments:
     ``build_detection_train_loader(dataset=dicts, mapper=..., total_batch_size=...)``;
     explicit arguments override the config's.
+
+    ``start_batch`` is the number of batches a previous run already took from this stream
+    (to resume it): the sampler skips their indices. The continuation is exact, batch for
+    batch and augmentation for augmentation, with a fixed ``SEED``, ``NUM_WORKERS=0`` (the
+    augmentations then draw from the main process's generators, which checkpoints restore)
+    and without aspect-ratio grouping, or with it when all images fall in one group; grouping
+    otherwise holds images back in its buffers, so a run continues close to, not exactly at,
+    where it stopped. It needs the sampler built here (``sampler=None``).
     """
+    if sampler is not None and start_batch:
+        raise ValueError("build_detection_train_loader: start_batch needs sampler=None; start the given sampler itself")
     if cfg is not None:
         if dataset is None:
             register_datasets_from_config(cfg)
@@ -140,7 +151,6 @@ def build_detection_train_loader(
             )
             check_num_classes(cfg, list(cfg.DATASETS.TRAIN))
         mapper = mapper if mapper is not None else build_mapper(cfg, True)
-        sampler = sampler if sampler is not None else _train_sampler(cfg, dataset)
         total_batch_size = total_batch_size or cfg.SOLVER.IMS_PER_BATCH
         aspect_ratio_grouping = cfg.DATALOADER.ASPECT_RATIO_GROUPING if aspect_ratio_grouping is None else aspect_ratio_grouping
         num_workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
@@ -152,10 +162,11 @@ def build_detection_train_loader(
     batch_size = total_batch_size // world_size
     if aspect_ratio_grouping is None:
         aspect_ratio_grouping = True
+    if sampler is None:
+        start = start_batch * batch_size
+        sampler = _train_sampler(cfg, dataset, start) if cfg is not None else TrainingSampler(len(dataset), start=start)
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset)
-    if sampler is None:
-        sampler = TrainingSampler(len(dataset))
     stream = ToIterableDataset(MapDataset(dataset, mapper), sampler)
     num_workers = num_workers or 0
     if aspect_ratio_grouping:

@@ -22,16 +22,24 @@ def shared_random_seed() -> int:
 class _InfiniteShardedSampler(Sampler):
     """An endless, seeded stream of epochs (``_epoch_indices``, drawn from one generator
     seeded with ``seed``), of which process ``rank`` of ``world_size`` yields elements rank,
-    rank + world_size, ...; without ``seed``, all processes share a random one."""
+    rank + world_size, ...; without ``seed``, all processes share a random one.
 
-    def __init__(self, shuffle: bool, seed: Optional[int]):
+    ``start`` is the number of this process's indices already consumed (e.g. by the run being
+    resumed): iteration skips them and continues where that stream left off.
+    """
+
+    def __init__(self, shuffle: bool, seed: Optional[int], start: int = 0):
+        if start < 0:
+            raise ValueError(f"the sampler's start must be >= 0, got {start}")
         self._shuffle = shuffle
         self._seed = int(seed) if seed is not None else shared_random_seed()
         self._rank = comm.get_rank()
         self._world_size = comm.get_world_size()
+        self._start = start
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
+        first = self._rank + self._start * self._world_size
+        return itertools.islice(self._infinite_indices(), first, None, self._world_size)
 
     def _infinite_indices(self) -> Iterator[int]:
         generator = torch.Generator()
@@ -50,13 +58,13 @@ class TrainingSampler(_InfiniteShardedSampler):
 
     Process ``rank`` of ``world_size`` yields elements rank, rank + world_size, ... of that
     one stream, so the processes together see each epoch exactly once. Without ``seed``, all
-    processes share a random one.
+    processes share a random one. The first ``start`` indices of this process are skipped.
     """
 
-    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None):
+    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None, start: int = 0):
         if size <= 0:
             raise ValueError(f"TrainingSampler needs a non-empty dataset, got size {size}")
-        super().__init__(shuffle, seed)
+        super().__init__(shuffle, seed, start)
         self._size = size
 
     def _epoch_indices(self, generator: torch.Generator) -> Iterable[int]:
@@ -70,8 +78,10 @@ class RepeatFactorTrainingSampler(_InfiniteShardedSampler):
     more with probability ``frac(r_i)``, for per-image repeat factors ``r_i >= 1``
     (e.g. from ``repeat_factors_from_category_frequency``), to see rare classes more often."""
 
-    def __init__(self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None):
-        super().__init__(shuffle, seed)
+    def __init__(
+        self, repeat_factors: torch.Tensor, *, shuffle: bool = True, seed: Optional[int] = None, start: int = 0
+    ):
+        super().__init__(shuffle, seed, start)
         self._int_part = torch.trunc(repeat_factors)
         self._frac_part = repeat_factors - self._int_part
 

@@ -21,7 +21,7 @@ from ..utils import comm
 from . import hooks
 from .events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from .logger import setup_logger
-from .reproducibility import configure_determinism, restore_rng_state, seed_all_rng
+from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state, seed_all_rng
 from .train_loop import SimpleTrainer, TrainerBase, model_device
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,9 @@ class DefaultTrainer(TrainerBase):
     """Trains ``cfg``'s model on ``cfg.DATASETS.TRAIN`` and evaluates it on ``DATASETS.TEST``.
 
     Built from the config: model, SGD (``build_optimizer``), LR schedule, train loader (with
-    ``SOLVER.ACCUM_ITER`` batches of ``IMS_PER_BATCH / ACCUM_ITER`` images per step), AMP,
+    ``SOLVER.ACCUM_ITER`` batches of ``IMS_PER_BATCH / ACCUM_ITER`` images per step; built
+    when training starts, so that a resumed run's loader continues after the batches the
+    interrupted run consumed, see ``build_detection_train_loader``), AMP,
     gradient clipping, DDP when several processes run, and the hooks: iteration timer, LR
     schedule, periodic checkpoints (``SOLVER.CHECKPOINT_PERIOD``), evaluation every
     ``TEST.EVAL_PERIOD`` iterations and at the end, the best checkpoint by
@@ -105,11 +107,10 @@ class DefaultTrainer(TrainerBase):
         self.cfg = cfg
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
         self._trainer = SimpleTrainer(
             create_ddp_model(model),
-            data_loader,
-            optimizer,
+            data_loader=None,  # built in train(), once resume_or_load has set start_iter
+            optimizer=optimizer,
             amp=cfg.SOLVER.AMP.ENABLED,
             accumulation_steps=cfg.SOLVER.ACCUM_ITER,
             grad_clipper=build_gradient_clipper(cfg),
@@ -191,6 +192,9 @@ class DefaultTrainer(TrainerBase):
     def train(self) -> Mapping[str, Any]:
         """Run iterations ``start_iter .. SOLVER.MAX_ITER - 1``; returns the results of the
         last evaluation (``{}`` on processes other than the main one)."""
+        # Building the loader must not advance the generators a resumed run has just restored.
+        with preserve_rng_state():
+            self._trainer.data_loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
         super().train(self.start_iter, self.max_iter)
         return self._last_eval_results
 
@@ -212,9 +216,11 @@ class DefaultTrainer(TrainerBase):
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
-    def build_train_loader(cls, cfg: DictConfig):
+    def build_train_loader(cls, cfg: DictConfig, start_iter: int = 0):
         """Batches of ``IMS_PER_BATCH / ACCUM_ITER`` images (over all processes): with
-        gradient accumulation, one optimizer step still sees ``IMS_PER_BATCH`` images."""
+        gradient accumulation, one optimizer step still sees ``IMS_PER_BATCH`` images. The
+        stream skips the ``start_iter * ACCUM_ITER`` batches that iterations before
+        ``start_iter`` consumed."""
         total, accumulation = cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.ACCUM_ITER
         world_size = comm.get_world_size()
         if accumulation < 1 or total % (accumulation * world_size):
@@ -222,7 +228,9 @@ class DefaultTrainer(TrainerBase):
                 f"SOLVER.IMS_PER_BATCH={total} must be a multiple of SOLVER.ACCUM_ITER={accumulation} "
                 f"times the number of processes ({world_size})"
             )
-        return build_detection_train_loader(cfg, total_batch_size=total // accumulation)
+        return build_detection_train_loader(
+            cfg, total_batch_size=total // accumulation, start_batch=start_iter * accumulation
+        )
 
     @classmethod
     def build_test_loader(cls, cfg: DictConfig, dataset_name: str):

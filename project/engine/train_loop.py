@@ -123,7 +123,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 class SimpleTrainer(TrainerBase):
     """One optimizer step per iteration, over ``accumulation_steps`` batches of
-    ``data_loader`` (each a list of model inputs) whose loss dicts are summed.
+    ``data_loader`` (each a list of model inputs) whose loss dicts are summed. The loader may
+    be given (or replaced) later, by assigning ``data_loader`` before training.
 
     The loss of each batch is divided by ``accumulation_steps``, so the gradient is the mean
     over the batches; with ``DistributedDataParallel``, gradients are averaged across
@@ -140,7 +141,7 @@ class SimpleTrainer(TrainerBase):
     def __init__(
         self,
         model: nn.Module,
-        data_loader: Iterable[List[dict]],
+        data_loader: Optional[Iterable[List[dict]]],
         optimizer: torch.optim.Optimizer,
         *,
         amp: bool = False,
@@ -165,14 +166,25 @@ class SimpleTrainer(TrainerBase):
             amp = False
         self.amp = amp
         self.grad_scaler: Optional[torch.amp.GradScaler] = torch.amp.GradScaler("cuda") if amp else None
+
+    @property
+    def data_loader(self) -> Optional[Iterable[List[dict]]]:
+        return self._data_loader
+
+    @data_loader.setter
+    def data_loader(self, data_loader: Optional[Iterable[List[dict]]]) -> None:
+        """A new loader is read from its start at the next step."""
+        self._data_loader = data_loader
         self._data_iter = None
 
     def _next_batch(self) -> List[dict]:
         if self._data_iter is None:
+            if self._data_loader is None:
+                raise RuntimeError("SimpleTrainer has no data_loader; assign one before training")
             # Starting the loader draws a base seed from torch's generator; keeping that draw out
             # of the training stream lets a resumed run's stream match an uninterrupted one's.
             with torch.random.fork_rng(devices=[]):
-                self._data_iter = iter(self.data_loader)
+                self._data_iter = iter(self._data_loader)
                 return next(self._data_iter)
         return next(self._data_iter)
 
