@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from fvcore.nn import giou_loss, smooth_l1_loss
@@ -71,26 +71,27 @@ def box_regression_loss(
     box2box_transform: Box2BoxTransform,
     pred_deltas: torch.Tensor,
     gt_boxes: torch.Tensor,
-    fg_mask: torch.Tensor,
+    fg_mask: Optional[torch.Tensor] = None,
     loss_type: str = "smooth_l1",
     smooth_l1_beta: float = 0.0,
 ) -> torch.Tensor:
     """Summed box-regression loss over foreground rows (callers normalise).
 
     ``anchors`` (R, 4) (or a list to concatenate), ``pred_deltas`` and ``gt_boxes`` (R, 4) or
-    batched (B, R, 4) alike; ``fg_mask`` selects the rows that count. ``loss_type`` is
+    batched (B, R, 4) alike; ``fg_mask`` selects the rows that count (all rows if ``None``). ``loss_type`` is
     ``"smooth_l1"`` (on deltas) or ``"giou"`` (on decoded boxes).
     """
     if isinstance(anchors, list):
         anchors = torch.cat(anchors)
     if pred_deltas.dim() == 3:
         anchors = anchors.expand(pred_deltas.shape[0], -1, -1)
+    rows = ... if fg_mask is None else fg_mask
     if loss_type == "smooth_l1":
         target = box2box_transform.get_deltas(anchors.reshape(-1, 4), gt_boxes.reshape(-1, 4))
         target = target.reshape(gt_boxes.shape)
-        return smooth_l1_loss(pred_deltas[fg_mask], target[fg_mask], beta=smooth_l1_beta, reduction="sum")
+        return smooth_l1_loss(pred_deltas[rows], target[rows], beta=smooth_l1_beta, reduction="sum")
     if loss_type == "giou":
         pred_boxes = box2box_transform.apply_deltas(pred_deltas.reshape(-1, 4), anchors.reshape(-1, 4))
         pred_boxes = pred_boxes.reshape(pred_deltas.shape)
-        return giou_loss(pred_boxes[fg_mask], gt_boxes[fg_mask], reduction="sum")
+        return giou_loss(pred_boxes[rows], gt_boxes[rows], reduction="sum")
     raise ValueError(f"unknown box regression loss type {loss_type!r}; expected 'smooth_l1' or 'giou'")

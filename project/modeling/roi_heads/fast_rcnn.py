@@ -101,8 +101,7 @@ class FastRCNNOutputLayers(nn.Module):
             fg_deltas = proposal_deltas.view(-1, self.num_classes, box_dim)[fg, gt_classes[fg]]
         loss_box_reg = box_regression_loss(
             proposal_boxes[fg], self.box2box_transform, fg_deltas, gt_boxes[fg],
-            torch.ones(int(fg.sum()), dtype=torch.bool, device=fg.device),
-            self.box_reg_loss_type, self.smooth_l1_beta,
+            loss_type=self.box_reg_loss_type, smooth_l1_beta=self.smooth_l1_beta,
         ) / max(gt_classes.numel(), 1.0)
         return {
             "loss_cls": loss_cls * self.loss_weight["loss_cls"],
