@@ -6,8 +6,8 @@ from typing import List, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align
 
+from ..layers import roi_align
 from ..structures import Boxes
 
 

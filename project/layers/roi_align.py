@@ -1,0 +1,94 @@
+"""RoIAlign: torchvision's kernel, with the CPU passes spread over channel groups.
+
+torchvision's CPU RoIAlign kernels (forward and backward) run on one thread. Every output
+channel reads, and every input-gradient channel receives, only its own channel, so running
+the kernel on disjoint channel groups in parallel threads gives bit-identical results: each
+group's accumulation order is the one the single call would use. On CUDA, under CPU autocast,
+and with one thread, ``roi_align`` is torchvision's op unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Tuple
+
+import torch
+import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+from torchvision.ops import roi_align as torchvision_roi_align
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roi_align")
+
+
+# A forked child (a data-loader worker) inherits the pools but not their threads.
+os.register_at_fork(after_in_child=_thread_pool.cache_clear)
+
+
+def _channel_groups(channels: int, groups: int) -> List[slice]:
+    bounds = torch.linspace(0, channels, groups + 1).round().long().tolist()
+    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
+class _ChannelParallelROIAlign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features, rois, output_size: Tuple[int, int], spatial_scale, sampling_ratio, aligned, groups):
+        ctx.save_for_backward(rois)
+        ctx.params = (output_size, spatial_scale, sampling_ratio, aligned, groups, features.shape)
+        slices = _channel_groups(features.shape[1], groups)
+
+        def pool(channels: slice) -> torch.Tensor:
+            return torch.ops.torchvision.roi_align(
+                features[:, channels], rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
+            )
+
+        return torch.cat(list(_thread_pool(len(slices)).map(pool, slices)), dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (rois,) = ctx.saved_tensors
+        output_size, spatial_scale, sampling_ratio, aligned, groups, (n, c, h, w) = ctx.params
+        slices = _channel_groups(c, groups)
+
+        def scatter(channels: slice) -> torch.Tensor:
+            grad = grad_output[:, channels]
+            return torch.ops.torchvision._roi_align_backward(
+                grad, rois, spatial_scale, output_size[0], output_size[1],
+                n, grad.shape[1], h, w, sampling_ratio, aligned,
+            )
+
+        grad_features = torch.cat(list(_thread_pool(len(slices)).map(scatter, slices)), dim=1)
+        return grad_features, None, None, None, None, None, None
+
+
+def roi_align(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    output_size: Tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    groups: Optional[int] = None,
+) -> torch.Tensor:
+    """``torchvision.ops.roi_align`` on (N, C, H, W) ``features`` and (K, 5) ``rois``.
+
+    ``rois`` rows are ``(batch_index, x0, y0, x1, y1)`` in input-image pixels; ``spatial_scale``
+    maps them to feature cells. Returns (K, C, *output_size). On CPU the work is split into
+    ``groups`` channel groups (default: ``torch.get_num_threads()``) run in parallel threads.
+    """
+    groups = torch.get_num_threads() if groups is None else groups
+    if (
+        groups < 2
+        or features.device.type != "cpu"
+        or features.is_quantized
+        or torch.is_autocast_enabled("cpu")
+        or features.dtype != rois.dtype
+        or features.shape[1] < 2
+        or rois.shape[0] == 0
+    ):
+        return torchvision_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return _ChannelParallelROIAlign.apply(
+        features, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned), int(groups)
+    )
