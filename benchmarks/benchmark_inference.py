@@ -1,7 +1,9 @@
 """Time R101-FPN Mask R-CNN inference (s/img, peak memory) at 800x1333, batch 1 and batched,
-and training s/iter; optionally Detectron2 on the same input and weights in the same run.
+and training (s/iter and peak GPU memory, 2 images per step); optionally Detectron2 on the same
+input and weights in the same run. ``--amp`` adds every setting again under autocast.
 
     python benchmarks/benchmark_inference.py --device cpu --iters 5 [--compare-detectron2]
+    python benchmarks/benchmark_inference.py --device cuda --amp --train-iters 20
 
 Prints one JSON object. Weights are calibrated on real images (no download), so the model
 makes realistic numbers of detections. Runs of the two implementations are interleaved so
@@ -81,6 +83,33 @@ def run_inference(model, inputs, amp: bool, device: str):
         return model(inputs)
 
 
+def time_training(model, name: str, amp: bool, device: str, iters: int):
+    """Seconds per SGD step on 2 images at 800x1333 (one warm-up step first), and the peak GPU
+    memory allocated during these steps in MiB (None on CPU). ``amp`` runs the forward pass under
+    autocast with a GradScaler, as the trainer's ``SOLVER.AMP.ENABLED`` does."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-5, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=amp)
+    inputs = training_inputs(2, device, detectron2_types=name == "detectron2")
+
+    def step():
+        with torch.autocast(device.split(":")[0], enabled=amp):
+            losses = model(inputs)
+        optimizer.zero_grad()
+        scaler.scale(sum(losses.values())).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    with training_context(name):
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        times = [time_call(step, device) for _ in range(iters)]
+    model.eval()
+    return times, cuda_peak_mb(device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -88,7 +117,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--batch", type=int, default=2, help="batch size of the batched setting")
     parser.add_argument("--train-iters", type=int, default=3, help="timed training iterations (0 to skip)")
-    parser.add_argument("--amp", action="store_true", help="also time with autocast (GPU)")
+    parser.add_argument("--amp", action="store_true", help="also time inference and training with autocast (GPU)")
     parser.add_argument("--compare-detectron2", action="store_true")
     parser.add_argument("--weights", type=Path, default=Path("output/benchmarks/calibrated_R101_FPN.pkl"))
     args = parser.parse_args()
@@ -133,27 +162,15 @@ def main() -> None:
         report["results"][label] = entry
 
     if args.train_iters > 0:
-        entry = {}
-        for name, model in models.items():
-            model.train()
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.SGD(params, lr=1e-5, momentum=0.9)
-            inputs = training_inputs(2, args.device, detectron2_types=name == "detectron2")
-
-            def step():
-                losses = model(inputs)
-                optimizer.zero_grad()
-                sum(losses.values()).backward()
-                optimizer.step()
-
-            with training_context(name):
-                step()
-                times = [time_call(step, args.device) for _ in range(args.train_iters)]
-            entry[name] = {"s_per_iter": statistics.median(times), "images_per_iter": 2, "all_s_per_iter": times}
-            model.eval()
-        if "detectron2" in entry:
-            entry["ratio_ours_over_detectron2"] = entry["ours"]["s_per_iter"] / entry["detectron2"]["s_per_iter"]
-        report["results"]["train_800x1333"] = entry
+        for label, amp in [("train_800x1333", False)] + ([("train_800x1333_amp", True)] if args.amp else []):
+            entry = {}
+            for name, model in models.items():
+                times, peak = time_training(model, name, amp, args.device, args.train_iters)
+                entry[name] = {"s_per_iter": statistics.median(times), "images_per_iter": 2, "all_s_per_iter": times,
+                               "cuda_peak_allocated_mb": peak}
+            if "detectron2" in entry:
+                entry["ratio_ours_over_detectron2"] = entry["ours"]["s_per_iter"] / entry["detectron2"]["s_per_iter"]
+            report["results"][label] = entry
 
     report["peak_rss_mb"] = peak_rss_mb()
     report["cuda_peak_allocated_mb"] = cuda_peak_mb(args.device)
