@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
-import torchvision  # noqa: F401  (registers torch.ops.torchvision)
-from torchvision.ops import roi_align as torchvision_roi_align
+from torchvision.ops import roi_align as torchvision_roi_align  # also registers torch.ops.torchvision
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,25 +31,29 @@ def _channel_groups(channels: int, groups: int) -> List[slice]:
     return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
 
+def _over_channel_groups(fn: Callable[[slice], torch.Tensor], groups: List[slice]) -> torch.Tensor:
+    """``fn`` on each channel group in parallel threads, results concatenated along dim 1."""
+    return torch.cat(list(_thread_pool(len(groups)).map(fn, groups)), dim=1)
+
+
 class _ChannelParallelROIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, rois, output_size: Tuple[int, int], spatial_scale, sampling_ratio, aligned, groups):
         ctx.save_for_backward(rois)
-        ctx.params = (output_size, spatial_scale, sampling_ratio, aligned, groups, features.shape)
-        slices = _channel_groups(features.shape[1], groups)
+        ctx.groups = _channel_groups(features.shape[1], groups)
+        ctx.params = (output_size, spatial_scale, sampling_ratio, aligned, features.shape)
 
         def pool(channels: slice) -> torch.Tensor:
             return torch.ops.torchvision.roi_align(
                 features[:, channels], rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
             )
 
-        return torch.cat(list(_thread_pool(len(slices)).map(pool, slices)), dim=1)
+        return _over_channel_groups(pool, ctx.groups)
 
     @staticmethod
     def backward(ctx, grad_output):
         (rois,) = ctx.saved_tensors
-        output_size, spatial_scale, sampling_ratio, aligned, groups, (n, c, h, w) = ctx.params
-        slices = _channel_groups(c, groups)
+        output_size, spatial_scale, sampling_ratio, aligned, (n, _, h, w) = ctx.params
 
         def scatter(channels: slice) -> torch.Tensor:
             grad = grad_output[:, channels]
@@ -59,8 +62,7 @@ class _ChannelParallelROIAlign(torch.autograd.Function):
                 n, grad.shape[1], h, w, sampling_ratio, aligned,
             )
 
-        grad_features = torch.cat(list(_thread_pool(len(slices)).map(scatter, slices)), dim=1)
-        return grad_features, None, None, None, None, None, None
+        return _over_channel_groups(scatter, ctx.groups), None, None, None, None, None, None
 
 
 def roi_align(
