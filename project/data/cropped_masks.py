@@ -198,7 +198,7 @@ class CroppedBitMasks(BitMasks):
                 continue
             padded, left, top = _padded_crop(crop)
             shifted = boxes_cpu[rows] - torch.tensor([left, top, left, top], dtype=torch.float32)
-            rois = torch.cat([torch.zeros(len(rows), 1), shifted], dim=1)
+            rois = torch.cat([torch.zeros(len(rows), 1, dtype=torch.float32), shifted], dim=1)
             sampled = roi_align(padded, rois, (mask_size, mask_size), 1.0, 0, True)
             out[rows] = sampled[:, 0] >= 0.5
         return out.to(boxes.device)
