@@ -1,0 +1,141 @@
+"""Seconds per training step on the DSB2018 recipe (``+experiment=finetune_dsb2018``), optionally
+next to Detectron2's own model and optimizer on the same batches, in alternating steps.
+
+    python benchmarks/benchmark_training.py --steps 6 [--compare-detectron2]
+
+Real DSB2018 training batches (2 images, shorter side 384/448/512) are mapped once, before any
+timing. Each timed step is one full optimizer step: forward, backward, the recipe's per-parameter
+gradient clipping and SGD. With ``--compare-detectron2`` both models start from the same
+weights and each batch is stepped by both, back to back, taking turns at going first, so drift
+in the machine's speed falls on both alike; the first batch is a warm-up and is not counted.
+The data loading of a real run happens in a worker process, beside these steps, in both.
+Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import statistics
+import time
+from typing import Dict, List
+
+import torch
+
+from common import data_root, detectron2_available, peak_rss_mb
+from project.config import get_cfg
+from project.data import build_detection_train_loader
+from project.modeling import build_model
+from project.solver import build_gradient_clipper, build_optimizer
+
+# Detectron2's options for the same recipe, on top of its mask_rcnn_R_101_FPN_3x config.
+DETECTRON2_RECIPE = [
+    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "0",
+    "MODEL.ROI_HEADS.NUM_CLASSES", "1", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "256",
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.004", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "5.0",
+]
+
+
+def training_batches(cfg, count: int) -> List[List[dict]]:
+    """The first ``count`` batches of the recipe's training loader, mapped in this process."""
+    loader = build_detection_train_loader(cfg)
+    return list(itertools.islice(iter(loader), count))
+
+
+def as_detectron2_batch(batch: List[dict]) -> List[dict]:
+    """The same model inputs with Detectron2's ``Instances``, ``Boxes`` and ``BitMasks``."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    converted = []
+    for item in batch:
+        ours = item["instances"]
+        inst = Instances(ours.image_size)
+        inst.gt_boxes = Boxes(ours.gt_boxes.tensor.clone())
+        inst.gt_classes = ours.gt_classes.clone()
+        inst.gt_masks = BitMasks(ours.gt_masks.tensor.clone())
+        converted.append({**item, "instances": inst})
+    return converted
+
+
+class Stepper:
+    """One framework's model and optimizer; ``step(batch)`` returns its wall time in seconds."""
+
+    def __init__(self, model, optimizer, clipper=None, context=contextlib.nullcontext):
+        self.model, self.optimizer, self.clipper, self.context = model.train(), optimizer, clipper, context
+
+    def step(self, batch: List[dict]) -> float:
+        start = time.perf_counter()
+        with self.context():
+            losses = self.model(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        if self.clipper is not None:
+            self.clipper(self.model.parameters())
+        self.optimizer.step()
+        return time.perf_counter() - start
+
+
+def detectron2_stepper(state_dict: Dict[str, torch.Tensor]) -> Stepper:
+    from detectron2 import model_zoo
+    from detectron2.modeling import build_model as d2_build_model
+    from detectron2.solver import build_optimizer as d2_build_optimizer
+    from detectron2.utils.events import EventStorage
+
+    d2_cfg = model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml")
+    d2_cfg.merge_from_list(DETECTRON2_RECIPE)
+    model = d2_build_model(d2_cfg)
+    model.load_state_dict(state_dict)
+    # Its optimizer clips each parameter's gradient itself; its heads log into an event storage.
+    return Stepper(model, d2_build_optimizer(d2_cfg, model), context=EventStorage)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per framework (after one warm-up)")
+    parser.add_argument("--compare-detectron2", action="store_true")
+    args = parser.parse_args()
+    if not (data_root() / "dsb2018").is_dir():
+        raise SystemExit(f"no DSB2018 data under {data_root()}; set PROJECT_DATA_ROOT to the shared data folder")
+
+    os.environ["PROJECT_DATA_ROOT"] = str(data_root())  # the experiment's dataset paths read it
+    cfg = get_cfg(["+experiment=finetune_dsb2018", "MODEL.DEVICE=cpu", "DATALOADER.NUM_WORKERS=0"])
+    torch.manual_seed(cfg.SEED)
+    model = build_model(cfg)
+    steppers = {"ours": Stepper(model, build_optimizer(cfg, model), build_gradient_clipper(cfg))}
+    if args.compare_detectron2:
+        if not detectron2_available():
+            raise SystemExit("--compare-detectron2: detectron2 is not importable in this environment")
+        steppers["detectron2"] = detectron2_stepper(model.state_dict())
+
+    batches = training_batches(cfg, args.steps + 1)
+    times: Dict[str, List[float]] = {name: [] for name in steppers}
+    for index, batch in enumerate(batches):
+        inputs = {"ours": batch}
+        if "detectron2" in steppers:
+            inputs["detectron2"] = as_detectron2_batch(batch)
+        order = list(steppers) if index % 2 == 0 else list(reversed(steppers))  # neither always goes first
+        for name in order:
+            seconds = steppers[name].step(inputs[name])
+            if index > 0:
+                times[name].append(seconds)
+
+    report = {
+        "recipe": "finetune_dsb2018 (R101-FPN, BN from scratch, batch 2, shorter side 384/448/512)",
+        "device": f"cpu x{torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "image_sizes": [[list(item["image"].shape[1:]) for item in batch] for batch in batches[1:]],
+        "results": {name: {"s_per_iter": statistics.median(t), "all_s_per_iter": t} for name, t in times.items()},
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if "detectron2" in times:
+        report["ratio_ours_over_detectron2"] = statistics.median(
+            a / b for a, b in zip(times["ours"], times["detectron2"])
+        )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
