@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import torch
 
-from common import data_root, detectron2_available, peak_rss_mb
+from common import as_detectron2_batch, data_root, detectron2_available, peak_rss_mb
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.modeling import build_model
@@ -43,21 +43,6 @@ def training_batches(cfg, count: int) -> List[List[dict]]:
     """The first ``count`` batches of the recipe's training loader, mapped in this process."""
     loader = build_detection_train_loader(cfg)
     return list(itertools.islice(iter(loader), count))
-
-
-def as_detectron2_batch(batch: List[dict]) -> List[dict]:
-    """The same model inputs with Detectron2's ``Instances``, ``Boxes`` and ``BitMasks``."""
-    from detectron2.structures import BitMasks, Boxes, Instances
-
-    converted = []
-    for item in batch:
-        ours = item["instances"]
-        inst = Instances(ours.image_size)
-        inst.gt_boxes = Boxes(ours.gt_boxes.tensor.clone())
-        inst.gt_classes = ours.gt_classes.clone()
-        inst.gt_masks = BitMasks(ours.gt_masks.tensor.clone())
-        converted.append({**item, "instances": inst})
-    return converted
 
 
 class Stepper:

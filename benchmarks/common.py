@@ -86,3 +86,18 @@ def cuda_peak_mb(device: str) -> Optional[float]:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return None
+
+
+def as_detectron2_batch(batch: List[dict]) -> List[dict]:
+    """The same model inputs with Detectron2's ``Instances``, ``Boxes`` and ``BitMasks``."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    converted = []
+    for item in batch:
+        ours = item["instances"]
+        inst = Instances(ours.image_size)
+        inst.gt_boxes = Boxes(ours.gt_boxes.tensor.clone())
+        inst.gt_classes = ours.gt_classes.clone()
+        inst.gt_masks = BitMasks(ours.gt_masks.tensor.clone())
+        converted.append({**item, "instances": inst})
+    return converted

@@ -135,22 +135,14 @@ def _training_batch(data_root):
     return [mapper(records[i]) for i in (0, 1)]
 
 
-def _as_detectron2_inputs(batch):
-    from detectron2.structures import BitMasks, Boxes, Instances
-
-    converted = []
-    for item in batch:
-        ours = item["instances"]
-        inst = Instances(ours.image_size)
-        inst.gt_boxes = Boxes(ours.gt_boxes.tensor.clone())
-        inst.gt_classes = ours.gt_classes.clone()
-        inst.gt_masks = BitMasks(ours.gt_masks.tensor.clone())
-        converted.append({"image": item["image"].double(), "instances": inst})
-    return converted
-
-
 def _as_float64_inputs(batch):
     return [{"image": item["image"].double(), "instances": item["instances"]} for item in batch]
+
+
+def _as_float64_detectron2_inputs(batch):
+    from benchmarks.common import as_detectron2_batch
+
+    return [{**item, "image": item["image"].double()} for item in as_detectron2_batch(batch)]
 
 
 def _compute_in_float64(monkeypatch):
@@ -202,7 +194,7 @@ def test_training_step_matches_in_float64(data_root, monkeypatch):
         our_losses = ours(_as_float64_inputs(batch))
         with EventStorage(0):
             torch.manual_seed(1)
-            their_losses = theirs(_as_detectron2_inputs(batch))
+            their_losses = theirs(_as_float64_detectron2_inputs(batch))
         assert sorted(our_losses) == sorted(their_losses)
         for name, value in their_losses.items():
             # Detectron2 computes the mask loss against float32 targets: float32 rounding there.
