@@ -4,8 +4,8 @@ next to Detectron2's own model and optimizer on the same batches, in alternating
     python benchmarks/benchmark_training.py --steps 6 [--compare-detectron2]
 
 Real DSB2018 training batches (2 images, shorter side 384/448/512) are mapped once, before any
-timing. Each timed step is one full optimizer step: forward, backward, the recipe's per-parameter
-gradient clipping and SGD. With ``--compare-detectron2`` both models start from the same
+timing. Each timed step is one ``run_step`` of the framework's own ``SimpleTrainer``: forward,
+backward, the recipe's per-parameter gradient clipping, SGD and the loss metrics. With ``--compare-detectron2`` both models start from the same
 weights and each batch is stepped by both, back to back, taking turns at going first, so drift
 in the machine's speed falls on both alike; the first batch is a warm-up and is not counted.
 The data loading of a real run happens in a worker process, beside these steps, in both.
@@ -14,7 +14,6 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
@@ -27,6 +26,8 @@ import torch
 from common import as_detectron2_batch, data_root, detectron2_available, peak_rss_mb
 from project.config import get_cfg
 from project.data import build_detection_train_loader
+from project.engine import SimpleTrainer
+from project.engine.events import EventStorage
 from project.modeling import build_model
 from project.solver import build_gradient_clipper, build_optimizer
 
@@ -41,40 +42,39 @@ DETECTRON2_RECIPE = [
 
 def training_batches(cfg, count: int) -> List[List[dict]]:
     """The first ``count`` batches of the recipe's training loader, mapped in this process."""
-    loader = build_detection_train_loader(cfg)
-    return list(itertools.islice(iter(loader), count))
+    return list(itertools.islice(build_detection_train_loader(cfg), count))
 
 
-class Stepper:
-    """One framework's model and optimizer; ``step(batch)`` returns its wall time in seconds."""
+class TimedTrainer:
+    """A framework's own ``SimpleTrainer`` reading fixed batches; ``step()`` times one
+    ``run_step`` (forward, backward, clipping, SGD, metrics) inside that framework's storage."""
 
-    def __init__(self, model, optimizer, clipper=None, context=contextlib.nullcontext):
-        self.model, self.optimizer, self.clipper, self.context = model.train(), optimizer, clipper, context
+    def __init__(self, trainer, storage_class):
+        self.trainer, self.storage_class = trainer, storage_class
 
-    def step(self, batch: List[dict]) -> float:
-        start = time.perf_counter()
-        with self.context():
-            losses = self.model(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        if self.clipper is not None:
-            self.clipper(self.model.parameters())
-        self.optimizer.step()
-        return time.perf_counter() - start
+    def step(self) -> float:
+        with self.storage_class(self.trainer.iter):
+            start = time.perf_counter()
+            self.trainer.run_step()
+            seconds = time.perf_counter() - start
+        self.trainer.iter += 1
+        return seconds
 
 
-def detectron2_stepper(state_dict: Dict[str, torch.Tensor]) -> Stepper:
+def detectron2_trainer(state_dict: Dict[str, torch.Tensor], batches: List[List[dict]]) -> TimedTrainer:
     from detectron2 import model_zoo
+    from detectron2.engine import SimpleTrainer as D2SimpleTrainer
     from detectron2.modeling import build_model as d2_build_model
     from detectron2.solver import build_optimizer as d2_build_optimizer
-    from detectron2.utils.events import EventStorage
+    from detectron2.utils.events import EventStorage as D2EventStorage
 
     d2_cfg = model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml")
     d2_cfg.merge_from_list(DETECTRON2_RECIPE)
     model = d2_build_model(d2_cfg)
     model.load_state_dict(state_dict)
-    # Its optimizer clips each parameter's gradient itself; its heads log into an event storage.
-    return Stepper(model, d2_build_optimizer(d2_cfg, model), context=EventStorage)
+    # Its optimizer clips each parameter's gradient itself.
+    trainer = D2SimpleTrainer(model, [as_detectron2_batch(b) for b in batches], d2_build_optimizer(d2_cfg, model))
+    return TimedTrainer(trainer, D2EventStorage)
 
 
 def main() -> None:
@@ -89,21 +89,19 @@ def main() -> None:
     cfg = get_cfg(["+experiment=finetune_dsb2018", "MODEL.DEVICE=cpu", "DATALOADER.NUM_WORKERS=0"])
     torch.manual_seed(cfg.SEED)
     model = build_model(cfg)
-    steppers = {"ours": Stepper(model, build_optimizer(cfg, model), build_gradient_clipper(cfg))}
+    batches = training_batches(cfg, args.steps + 1)
+    ours = SimpleTrainer(model, batches, build_optimizer(cfg, model), grad_clipper=build_gradient_clipper(cfg))
+    trainers = {"ours": TimedTrainer(ours, EventStorage)}
     if args.compare_detectron2:
         if not detectron2_available():
             raise SystemExit("--compare-detectron2: detectron2 is not importable in this environment")
-        steppers["detectron2"] = detectron2_stepper(model.state_dict())
+        trainers["detectron2"] = detectron2_trainer(model.state_dict(), batches)
 
-    batches = training_batches(cfg, args.steps + 1)
-    times: Dict[str, List[float]] = {name: [] for name in steppers}
-    for index, batch in enumerate(batches):
-        inputs = {"ours": batch}
-        if "detectron2" in steppers:
-            inputs["detectron2"] = as_detectron2_batch(batch)
-        order = list(steppers) if index % 2 == 0 else list(reversed(steppers))  # neither always goes first
+    times: Dict[str, List[float]] = {name: [] for name in trainers}
+    for index in range(len(batches)):
+        order = list(trainers) if index % 2 == 0 else list(reversed(trainers))  # neither always goes first
         for name in order:
-            seconds = steppers[name].step(inputs[name])
+            seconds = trainers[name].step()
             if index > 0:
                 times[name].append(seconds)
 
