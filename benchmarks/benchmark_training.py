@@ -27,7 +27,7 @@ from common import as_detectron2_batch, data_root, detectron2_available, peak_rs
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.engine import SimpleTrainer
-from project.engine.events import EventStorage
+from project.utils.events import EventStorage
 from project.modeling import build_model
 from project.solver import build_gradient_clipper, build_optimizer
 

@@ -150,7 +150,7 @@ def test_console_printer_plain_line_and_progress_bar(caplog, capsys):
             storage.iter = iteration
             storage.put_scalars(total_loss=1.0, loss_cls=0.5, time=0.25, data_time=0.01)
             storage.put_scalar("lr", 0.02, smoothing_hint=False)
-        with caplog.at_level(logging.INFO, logger="project.engine.events"):
+        with caplog.at_level(logging.INFO, logger="project.utils.events"):
             CommonMetricPrinter(max_iter=10, progress_bar=False).write()
         assert "eta: 0:00:01" in caplog.text and "iter: 3" in caplog.text and "total_loss: 1" in caplog.text
         bar = CommonMetricPrinter(max_iter=10, progress_bar=True)
@@ -213,6 +213,8 @@ def test_validation_loss_changes_nothing(tiny_run):
         trainer.iter = 7
         hook.after_step()
     assert storage.latest()["val_total_loss"][0] > 0
+    # The model's training statistics on validation batches stay out of the run's metrics.
+    assert not [name for name in storage.latest() if name.startswith(("rpn/", "roi_head/", "fast_rcnn/", "mask_rcnn/"))]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     for grad, param in zip(grads_before, model.parameters()):
         assert (grad is None and param.grad is None) or torch.equal(grad, param.grad)

@@ -11,6 +11,7 @@ from project.layers import ShapeSpec
 from project.modeling import ROI_MASK_HEAD_REGISTRY, build_model
 from project.modeling.roi_heads import mask_rcnn_inference, mask_rcnn_loss
 from project.structures import BitMasks, Boxes, Instances, PolygonMasks
+from project.utils.events import EventStorage
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
@@ -137,6 +138,33 @@ def test_training_reduces_the_loss_on_a_fixed_batch(polygons):
         optimizer.step()
         totals.append(total.item())
     assert sum(totals[-3:]) / 3 < 0.5 * totals[0]
+
+
+def test_training_reports_detectron2s_sampling_and_accuracy_statistics():
+    torch.manual_seed(0)
+    cfg = small_cfg(
+        "MODEL.ROI_HEADS.NUM_CLASSES=5", "MODEL.RESNETS.NORM=GN",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE=128", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=64",
+    )
+    model = build_model(cfg).train()
+    # Every RoI is classified as background, every mask pixel as foreground.
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[-1] = 1e4
+        model.roi_heads.mask_head.predictor.bias.fill_(1e4)
+    batch = synthetic_batch()
+    model(batch)  # user code trains without an EventStorage
+    with EventStorage() as storage:
+        model(batch)
+    stats = {name: value for name, (value, _) in storage.latest().items()}
+
+    assert stats["rpn/num_pos_anchors"] + stats["rpn/num_neg_anchors"] == 128
+    assert 0 < stats["rpn/num_pos_anchors"] <= 64
+    fg, bg = stats["roi_head/num_fg_samples"], stats["roi_head/num_bg_samples"]
+    assert fg + bg == 64 and 2 <= fg <= 16  # the two ground-truth boxes are appended as proposals
+    assert stats["fast_rcnn/cls_accuracy"] == pytest.approx(bg / 64)
+    assert stats["fast_rcnn/fg_cls_accuracy"] == 0.0 and stats["fast_rcnn/false_negative"] == 1.0
+    assert stats["mask_rcnn/false_negative"] == 0.0 and stats["mask_rcnn/false_positive"] == 1.0
+    assert 0.0 < stats["mask_rcnn/accuracy"] < 1.0
 
 
 def test_score_threshold_and_detections_per_image_come_from_the_config():

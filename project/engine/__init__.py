@@ -1,6 +1,6 @@
 """Running the model: the predictor for user code, training, and process launching."""
 from .defaults import DefaultTrainer, create_ddp_model, default_setup, save_config
-from .events import (
+from ..utils.events import (
     CommonMetricPrinter,
     EventStorage,
     EventWriter,

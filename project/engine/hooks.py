@@ -16,7 +16,7 @@ from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicChec
 from torch import nn
 
 from ..utils import comm
-from .events import EventWriter
+from ..utils.events import EventStorage, EventWriter
 from .reproducibility import capture_rng_state, preserve_rng_state
 from .train_loop import HookBase
 
@@ -213,7 +213,8 @@ class ValidationLoss(HookBase):
     """Records ``val_<loss>`` and ``val_total_loss``, the training losses averaged over every
     image of ``data_loader`` (batches with ground truth), after every ``period`` iterations and
     after the last one. Nothing is learnt: no gradients, batch-norm statistics untouched, the
-    random generators restored afterwards."""
+    random generators restored afterwards, and the training statistics the model reports are
+    kept out of the run's metrics."""
 
     def __init__(self, data_loader: Iterable[List[dict]], period: int):
         if period <= 0:
@@ -225,7 +226,9 @@ class ValidationLoss(HookBase):
         model = unwrap_model(self.trainer.model)
         sums: Dict[str, float] = defaultdict(float)
         images = 0
-        with preserve_rng_state(), torch.no_grad(), _norm_layers_in_eval_mode(model):
+        # The model's own training statistics on these batches go to a storage of their own,
+        # not into the training run's.
+        with preserve_rng_state(), torch.no_grad(), _norm_layers_in_eval_mode(model), EventStorage(self.trainer.iter):
             for batch in self._data_loader:
                 for name, value in model(batch).items():
                     sums[name] += float(value) * len(batch)

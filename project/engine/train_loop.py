@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..utils import comm
-from .events import EventStorage, get_event_storage
+from ..utils.events import EventStorage, get_event_storage
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Small shared utilities: process-group communication."""
+"""Small shared utilities: process-group communication and the training-metrics storage."""

@@ -16,6 +16,7 @@ from torch import nn
 
 from ...layers import Conv2d, ShapeSpec
 from ...structures import Boxes, ImageList, Instances, pairwise_iou
+from ...utils.events import current_event_storage
 from ..anchor_generator import build_anchor_generator
 from ..box_regression import Box2BoxTransform, box_regression_loss
 from ..matcher import Matcher
@@ -220,6 +221,12 @@ class RPN(nn.Module):
         (N, R_l, 4), and the output of ``label_and_sample_anchors``."""
         normalizer = self.batch_size_per_image * gt_labels.shape[0]
         foreground = gt_labels == 1
+        storage = current_event_storage()
+        if storage is not None:  # anchors sampled per image
+            storage.put_scalars(**{
+                "rpn/num_pos_anchors": foreground.sum() / gt_labels.shape[0],
+                "rpn/num_neg_anchors": (gt_labels == 0).sum() / gt_labels.shape[0],
+            })
         loc_loss = box_regression_loss(
             [a.tensor for a in anchors],
             self.box2box_transform,

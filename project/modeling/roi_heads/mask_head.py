@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from ...layers import Conv2d, ShapeSpec, cat, get_norm
 from ...structures import Instances
+from ...utils.events import current_event_storage
 from ..registry import ROI_MASK_HEAD_REGISTRY
 
 
@@ -33,7 +34,25 @@ def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances]) -
         logits = pred_mask_logits[:, 0]
     else:
         logits = pred_mask_logits[rows, cat(gt_classes, dim=0)]
+    report_mask_stats(logits, gt_masks_t)
     return F.binary_cross_entropy_with_logits(logits, gt_masks_t.to(logits.dtype), reduction="mean")
+
+
+@torch.no_grad()
+def report_mask_stats(logits: torch.Tensor, gt_masks: torch.Tensor) -> None:
+    """Record, when training under an ``EventStorage``, the pixel ``accuracy`` of the (R, M, M)
+    mask logits thresholded at 0 against the ground truth, and the ``false_positive`` and
+    ``false_negative`` rates (over ground-truth background and foreground pixels)."""
+    storage = current_event_storage()
+    if storage is None:
+        return
+    predicted, target = logits > 0, gt_masks > 0.5
+    num_positive = int(target.sum())
+    storage.put_scalars(**{
+        "mask_rcnn/accuracy": (predicted == target).float().mean(),
+        "mask_rcnn/false_positive": (predicted & ~target).sum() / max(target.numel() - num_positive, 1),
+        "mask_rcnn/false_negative": (~predicted & target).sum() / max(num_positive, 1),
+    })
 
 
 def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Instances]) -> None:

@@ -8,6 +8,7 @@ from torch import nn
 
 from ...layers import ShapeSpec
 from ...structures import ImageList, Instances, pairwise_iou
+from ...utils.events import current_event_storage
 from ..matcher import Matcher
 from ..poolers import ROIPooler
 from ..registry import ROI_HEADS_REGISTRY
@@ -73,7 +74,7 @@ class StandardROIHeads(nn.Module):
         Each returned Instances has ``proposal_boxes``, ``gt_classes`` (``num_classes`` for
         background) and, for every ``gt_*`` field of the targets, that field of its matched box.
         """
-        sampled = []
+        sampled, num_fg, num_bg = [], 0, 0
         for props, gts in zip(proposals, targets):
             if self.proposal_append_gt:
                 gt_as_proposals = Instances(props.image_size)
@@ -95,6 +96,7 @@ class StandardROIHeads(nn.Module):
                 gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes
             )
             keep = torch.cat([fg_idx, bg_idx])
+            num_fg, num_bg = num_fg + fg_idx.numel(), num_bg + bg_idx.numel()
             props = props[keep]
             props.gt_classes = gt_classes[keep]
             if has_gt:
@@ -103,6 +105,11 @@ class StandardROIHeads(nn.Module):
                     if name.startswith("gt_") and not props.has(name):
                         props.set(name, value[matched])
             sampled.append(props)
+        storage = current_event_storage()
+        if storage is not None and sampled:
+            storage.put_scalars(**{
+                "roi_head/num_fg_samples": num_fg / len(sampled), "roi_head/num_bg_samples": num_bg / len(sampled),
+            })
         return sampled
 
     def forward(

@@ -29,6 +29,12 @@ def get_event_storage() -> "EventStorage":
     return _STORAGE_STACK[-1]
 
 
+def current_event_storage() -> Optional["EventStorage"]:
+    """The innermost open ``EventStorage``, or None outside any: model code reports its
+    training statistics through this, so that a model trained by user code needs none."""
+    return _STORAGE_STACK[-1] if _STORAGE_STACK else None
+
+
 class EventStorage:
     """Per-name histories of scalar metrics, each value tagged with the iteration it belongs to.
 
