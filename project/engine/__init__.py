@@ -1,5 +1,4 @@
 """Running the model: the predictor for user code, training, and process launching."""
-from .defaults import DefaultTrainer, create_ddp_model, default_setup, save_config
 from ..utils.events import (
     CommonMetricPrinter,
     EventStorage,
@@ -8,6 +7,7 @@ from ..utils.events import (
     TensorboardWriter,
     get_event_storage,
 )
+from .defaults import DefaultTrainer, create_ddp_model, default_setup, save_config
 from .hooks import (
     BestCheckpointer,
     EvalHook,

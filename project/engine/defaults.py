@@ -18,8 +18,8 @@ from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset, 
 from ..modeling import build_model
 from ..solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
-from . import hooks
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from . import hooks
 from .logger import setup_logger
 from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state, seed_all_rng
 from .train_loop import SimpleTrainer, TrainerBase, model_device

@@ -16,7 +16,7 @@ from ..box_regression import Box2BoxTransform, box_regression_loss
 
 
 @torch.no_grad()
-def report_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor, prefix: str = "fast_rcnn") -> None:
+def report_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor) -> None:
     """Record, when training under an ``EventStorage``, how the sampled RoIs are classified:
     ``cls_accuracy`` over all of them and, over the foreground ones, ``fg_cls_accuracy`` and
     ``false_negative`` (the share predicted as background, the last of the (R, K + 1) scores)."""
@@ -26,11 +26,11 @@ def report_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor, 
     background = scores.shape[1] - 1
     predicted = scores.argmax(dim=1)
     foreground = (gt_classes >= 0) & (gt_classes < background)
-    stats = {f"{prefix}/cls_accuracy": (predicted == gt_classes).float().mean()}
+    stats = {"fast_rcnn/cls_accuracy": (predicted == gt_classes).float().mean()}
     num_foreground = int(foreground.sum())
     if num_foreground:
-        stats[f"{prefix}/fg_cls_accuracy"] = (predicted[foreground] == gt_classes[foreground]).sum() / num_foreground
-        stats[f"{prefix}/false_negative"] = (predicted[foreground] == background).sum() / num_foreground
+        stats["fast_rcnn/fg_cls_accuracy"] = (predicted[foreground] == gt_classes[foreground]).sum() / num_foreground
+        stats["fast_rcnn/false_negative"] = (predicted[foreground] == background).sum() / num_foreground
     storage.put_scalars(**stats)
 
 
