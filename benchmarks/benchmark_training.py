@@ -7,8 +7,8 @@ Real DSB2018 training batches (2 images, shorter side 384/448/512) are mapped on
 timing. Each timed step is one ``run_step`` of the framework's own ``SimpleTrainer``: forward,
 backward, the recipe's per-parameter gradient clipping, SGD and the loss metrics. With
 ``--compare-detectron2`` both models start from the same weights and each batch is stepped by
-both, back to back, taking turns at going first, so drift
-in the machine's speed falls on both alike; the first batch is a warm-up and is not counted.
+both, back to back, taking turns at going first, so drift in the machine's speed falls on both
+alike; the first batch is a warm-up and is not counted.
 The data loading of a real run happens in a worker process, beside these steps, in both.
 Prints JSON; with Detectron2, also ours over its step times: median per-pair ratio, ratio of the
 sums with a bootstrap 95% interval, and on how many pairs ours was faster.
@@ -29,8 +29,7 @@ import torch
 from common import as_detectron2_batch, data_root, detectron2_available, peak_rss_mb
 from project.config import get_cfg
 from project.data import build_detection_train_loader
-from project.engine import SimpleTrainer
-from project.utils.events import EventStorage
+from project.engine import EventStorage, SimpleTrainer
 from project.modeling import build_model
 from project.solver import build_gradient_clipper, build_optimizer
 

@@ -16,16 +16,16 @@ from ..box_regression import Box2BoxTransform, box_regression_loss
 
 
 @torch.no_grad()
-def report_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor) -> None:
+def report_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor, foreground: torch.Tensor) -> None:
     """Record, when training under an ``EventStorage``, how the sampled RoIs are classified:
-    ``cls_accuracy`` over all of them and, over the foreground ones, ``fg_cls_accuracy`` and
-    ``false_negative`` (the share predicted as background, the last of the (R, K + 1) scores)."""
+    ``cls_accuracy`` over all of them and, over the ``foreground`` ones (an (R,) bool mask),
+    ``fg_cls_accuracy`` and ``false_negative`` (the share predicted as background, the last of
+    the (R, K + 1) scores)."""
     storage = current_event_storage()
     if storage is None or gt_classes.numel() == 0:
         return
     background = scores.shape[1] - 1
     predicted = scores.argmax(dim=1)
-    foreground = (gt_classes >= 0) & (gt_classes < background)
     stats = {"fast_rcnn/cls_accuracy": (predicted == gt_classes).float().mean()}
     num_foreground = int(foreground.sum())
     if num_foreground:
@@ -111,10 +111,10 @@ class FastRCNNOutputLayers(nn.Module):
         gt_classes = cat([p.gt_classes for p in proposals], dim=0)
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
-        report_classification_stats(scores, gt_classes)
+        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        report_classification_stats(scores, gt_classes, fg)
         loss_cls = F.cross_entropy(scores, gt_classes, reduction="mean") if gt_classes.numel() else scores.sum() * 0.0
 
-        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
         box_dim = proposal_boxes.shape[1]
         if proposal_deltas.shape[1] == box_dim:  # class-agnostic regression
             fg_deltas = proposal_deltas[fg]
