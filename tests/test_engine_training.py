@@ -1,5 +1,5 @@
 """The training loop and its hooks: accumulation, AMP fallback, metrics files, evaluation,
-best checkpoint, validation loss."""
+best checkpoint, validation loss, precise batch-norm statistics."""
 from __future__ import annotations
 
 import itertools
@@ -24,7 +24,7 @@ from project.engine import (
     capture_rng_state,
     default_setup,
 )
-from project.engine.hooks import ValidationLoss
+from project.engine.hooks import PreciseBN, ValidationLoss
 from training_fixtures import tiny_overrides, write_tiny_coco
 
 
@@ -219,3 +219,95 @@ def test_validation_loss_changes_nothing(tiny_run):
     for grad, param in zip(grads_before, model.parameters()):
         assert (grad is None and param.grad is None) or torch.equal(grad, param.grad)
     assert model.training
+
+
+class Normalised(nn.Module):
+    """A batch norm in front of a linear model, trained on batches of ``{"x", "y"}`` dicts."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(3)
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, batch):
+        x = torch.stack([item["x"] for item in batch])
+        y = torch.stack([item["y"] for item in batch])
+        return {"loss_mse": ((self.linear(self.norm(x)) - y) ** 2).mean()}
+
+
+class RecordingLoader:
+    """Endless batches of 4 samples far from zero mean and unit variance, drawn from the global
+    generator; records every batch and how many iterators were opened."""
+
+    def __init__(self):
+        self.iterators = 0
+        self.batches = []
+
+    def __iter__(self):
+        self.iterators += 1
+        while True:
+            batch = [{"x": torch.randn(3) * 3 + 5, "y": torch.randn(1)} for _ in range(4)]
+            self.batches.append(batch)
+            yield batch
+
+
+def test_precise_bn_sets_the_average_over_its_batches_at_each_period_and_the_end():
+    torch.manual_seed(0)
+    model = Normalised()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = SimpleTrainer(model, itertools.cycle([_samples(4, seed=s) for s in range(3)]), optimizer)
+    loader, factory_calls = RecordingLoader(), []
+    hook = PreciseBN(period=2, model=model, data_loader_factory=lambda: factory_calls.append(1) or loader, num_iter=3)
+    trainer.register_hooks([hook])
+    trainer.train(0, 5)
+    # Updates after iterations 2, 4 and 5 (the last), each from a fresh iterator of one loader.
+    assert len(factory_calls) == 1 and loader.iterators == 3 and len(loader.batches) == 9
+    last = torch.stack([item["x"] for batch in loader.batches[-3:] for item in batch])
+    assert torch.allclose(model.norm.running_mean, last.mean(0), atol=1e-5)
+    assert torch.allclose(model.norm.running_var, last.var(0, unbiased=False), atol=1e-4)
+    assert model.norm.momentum == 0.1 and model.training
+
+
+def test_precise_bn_leaves_weights_generators_and_metrics_untouched():
+    torch.manual_seed(0)
+    model = Normalised()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = SimpleTrainer(model, itertools.cycle([_samples(4)]), optimizer)
+    trainer.train(0, 1)
+    hook = PreciseBN(period=0, model=model, data_loader_factory=RecordingLoader, num_iter=2)
+    hook.trainer = trainer
+    parameters = [p.detach().clone() for p in model.parameters()]
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = capture_rng_state()
+    with EventStorage(start_iter=1) as storage:
+        trainer.storage = storage
+        trainer.iter = 0  # next_iter 1 == max_iter: the update after the last iteration
+        hook.after_step()
+    assert not torch.allclose(model.norm.running_mean, torch.zeros(3), atol=1.0)  # moved to the data's ~5
+    assert all(torch.equal(a, p) for a, p in zip(parameters, model.parameters()))
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert torch.equal(rng["torch"], capture_rng_state()["torch"])
+    assert not storage.latest()
+
+
+def test_precise_bn_runs_before_the_final_checkpoint(tmp_path):
+    train = ("precise_bn_train", *write_tiny_coco(tmp_path / "train", num_images=4, seed=1))
+    val = ("precise_bn_val", *write_tiny_coco(tmp_path / "val", num_images=2, seed=2))
+    cfg = get_cfg(
+        tiny_overrides(train, [val], str(tmp_path / "out"), extra=["TEST.PRECISE_BN.ENABLED=true", "TEST.PRECISE_BN.NUM_ITER=2", "SOLVER.MAX_ITER=2"])
+    )
+    default_setup(cfg)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    model = trainer.checkpointer.model
+    saved = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["model"]
+    stats = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    assert len(stats) > 10 and all(torch.equal(saved[k], v) for k, v in stats.items())
+    # The same batches every time: recomputing with the final weights changes nothing, which
+    # is what makes a resumed run's statistics equal an uninterrupted one's.
+    assert model.training
+    again = PreciseBN(0, model, lambda: DefaultTrainer.build_train_loader(cfg), num_iter=2)
+    again.trainer = trainer
+    again.update_stats()
+    assert all(torch.allclose(model.state_dict()[k], v, rtol=1e-4, atol=1e-6) for k, v in stats.items())

@@ -279,12 +279,21 @@ class SolverConfig:
 
 
 @dataclass
+class PreciseBNConfig:
+    # Before each evaluation and after the last iteration, set the batch-norm running
+    # statistics to their average over NUM_ITER training batches (models with NORM: BN).
+    ENABLED: bool = False
+    NUM_ITER: int = 200
+
+
+@dataclass
 class TestConfig:
     EVAL_PERIOD: int = 0
     # Maximum detections kept per image, by the model and by the COCO evaluator.
     DETECTIONS_PER_IMAGE: int = 100
     # Also record the training losses on DATASETS.TEST every EVAL_PERIOD iterations.
     VAL_LOSS: bool = False
+    PRECISE_BN: PreciseBNConfig = field(default_factory=PreciseBNConfig)
 
 
 @dataclass

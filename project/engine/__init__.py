@@ -15,6 +15,7 @@ from .hooks import (
     LRScheduler,
     PeriodicCheckpointer,
     PeriodicWriter,
+    PreciseBN,
     ValidationLoss,
 )
 from .launch import launch
@@ -43,6 +44,7 @@ __all__ = [
     "LRScheduler",
     "PeriodicCheckpointer",
     "PeriodicWriter",
+    "PreciseBN",
     "SimpleTrainer",
     "TensorboardWriter",
     "TrainerBase",

@@ -170,6 +170,10 @@ class DefaultTrainer(TrainerBase):
         return [
             hooks.IterationTimer(),
             hooks.LRScheduler(self.optimizer, self.scheduler),
+            # Before the checkpointer and the evaluation, which should both see its statistics.
+            hooks.PreciseBN(eval_period, self.model, lambda: self.build_train_loader(cfg), cfg.TEST.PRECISE_BN.NUM_ITER)
+            if cfg.TEST.PRECISE_BN.ENABLED
+            else None,
             hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_iter=self.max_iter),
             hooks.EvalHook(eval_period, evaluate),
             hooks.BestCheckpointer(self.checkpointer, best_metric, cfg.SOLVER.BEST_CHECKPOINT_MODE)

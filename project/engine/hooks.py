@@ -1,5 +1,5 @@
-"""Hooks for :class:`~.train_loop.TrainerBase`: timing, LR schedule, checkpoints, evaluation,
-validation loss and metric writing."""
+"""Hooks for :class:`~.train_loop.TrainerBase`: timing, LR schedule, precise batch-norm
+statistics, checkpoints, evaluation, validation loss and metric writing."""
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import torch
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicCheckpointer
+from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
 from torch import nn
 
 from ..utils import comm
@@ -88,6 +89,52 @@ class LRScheduler(HookBase):
         lr = self._optimizer.param_groups[self._reported_group]["lr"]
         self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
         self._scheduler.step()
+
+
+class PreciseBN(HookBase):
+    """After every ``period`` iterations (``period <= 0``: never) and after the last one,
+    replaces the running mean and variance of every batch norm in training mode by their
+    average over ``num_iter`` training batches, computed with the current weights (fvcore's
+    ``update_bn_stats``; Detectron2's ``TEST.PRECISE_BN``).
+
+    The running statistics are otherwise an exponential average that mostly reflects the last
+    few dozen batches; with two images per batch and a varied dataset, evaluation then depends
+    on which images came last. Place it before the checkpointer and the evaluation so both see
+    the new statistics. Each update draws the first ``num_iter`` batches of a fresh iterator
+    over the loader that ``data_loader_factory`` builds once (a seeded loader gives the same
+    batches every time, resumed or not); the run's random generators and metrics are left as
+    they were, and weights and gradients are not touched.
+    """
+
+    def __init__(self, period: int, model: nn.Module, data_loader_factory: Callable[[], Iterable[Any]], num_iter: int):
+        if num_iter <= 0:
+            raise ValueError(f"PreciseBN num_iter must be positive, got {num_iter}")
+        self._model = unwrap_model(model)
+        self._period = period
+        self._num_iter = num_iter
+        self._data_loader_factory = data_loader_factory
+        self._data_loader: Optional[Iterable[Any]] = None
+        if not get_bn_modules(self._model):
+            logger.info("PreciseBN: the model has no batch norm in training mode; nothing to update")
+
+    def update_stats(self) -> None:
+        """Recompute the statistics now (on every process: each computes its own)."""
+        if not get_bn_modules(self._model):
+            return
+        with preserve_rng_state():
+            if self._data_loader is None:
+                self._data_loader = self._data_loader_factory()
+            batches = iter(self._data_loader)
+            logger.info("PreciseBN: averaging batch-norm statistics over %d batches", self._num_iter)
+            # The model's own training statistics on these batches stay out of the run's.
+            with torch.no_grad(), EventStorage(self.trainer.iter):
+                update_bn_stats(self._model, batches, self._num_iter)
+            del batches  # shuts the loader's workers down
+
+    def after_step(self) -> None:
+        next_iter = self.trainer.iter + 1
+        if next_iter == self.trainer.max_iter or (self._period > 0 and next_iter % self._period == 0):
+            self.update_stats()
 
 
 class PeriodicCheckpointer(_FvcorePeriodicCheckpointer, HookBase):
