@@ -159,19 +159,25 @@ def test_console_printer_plain_line_and_progress_bar(caplog, capsys):
     assert "4/10" in capsys.readouterr().err
 
 
+def _train_tiny(root, prefix, extra):
+    """Train the tiny model on 4 generated images (evaluated on 3) with ``extra`` overrides;
+    returns the config, the trainer and the last evaluation's results."""
+    train = (f"{prefix}_train", *write_tiny_coco(root / "train", num_images=4, seed=1))
+    val = (f"{prefix}_val", *write_tiny_coco(root / "val", num_images=3, seed=2))
+    cfg = get_cfg(tiny_overrides(train, [val], str(root / "out"), extra=extra))
+    default_setup(cfg)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    return cfg, trainer, trainer.train()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 4-iteration run evaluated every 2 iterations, with the validation loss."""
     root = tmp_path_factory.mktemp("tiny_run")
-    train = ("training_tiny_train", *write_tiny_coco(root / "train", num_images=4, seed=1))
-    val = ("training_tiny_val", *write_tiny_coco(root / "val", num_images=3, seed=2))
-    cfg = get_cfg(
-        tiny_overrides(train, [val], str(root / "out"), extra=["TEST.EVAL_PERIOD=2", "TEST.VAL_LOSS=true", "SOLVER.CHECKPOINT_PERIOD=2"])
+    cfg, trainer, results = _train_tiny(
+        root, "training_tiny", ["TEST.EVAL_PERIOD=2", "TEST.VAL_LOSS=true", "SOLVER.CHECKPOINT_PERIOD=2"]
     )
-    default_setup(cfg)
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    results = trainer.train()
     return cfg, trainer, results, root / "out"
 
 
@@ -291,15 +297,9 @@ def test_precise_bn_leaves_weights_generators_and_metrics_untouched():
 
 
 def test_precise_bn_runs_before_the_final_checkpoint(tmp_path):
-    train = ("precise_bn_train", *write_tiny_coco(tmp_path / "train", num_images=4, seed=1))
-    val = ("precise_bn_val", *write_tiny_coco(tmp_path / "val", num_images=2, seed=2))
-    cfg = get_cfg(
-        tiny_overrides(train, [val], str(tmp_path / "out"), extra=["TEST.PRECISE_BN.ENABLED=true", "TEST.PRECISE_BN.NUM_ITER=2", "SOLVER.MAX_ITER=2"])
+    cfg, trainer, _ = _train_tiny(
+        tmp_path, "precise_bn", ["TEST.PRECISE_BN.ENABLED=true", "TEST.PRECISE_BN.NUM_ITER=2", "SOLVER.MAX_ITER=2"]
     )
-    default_setup(cfg)
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
     model = trainer.checkpointer.model
     saved = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["model"]
     stats = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
