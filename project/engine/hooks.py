@@ -19,7 +19,7 @@ from torch import nn
 from ..utils import comm
 from ..utils.events import EventStorage, EventWriter
 from .reproducibility import capture_rng_state, preserve_rng_state
-from .train_loop import HookBase
+from .train_loop import HookBase, TrainerBase
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,13 @@ def flatten_results(results: Mapping[str, Any], prefix: str = "") -> Dict[str, f
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat
+
+
+def _after_period_or_last(trainer: TrainerBase, period: int) -> bool:
+    """Whether the iteration ``trainer`` just finished completes a multiple of ``period``
+    iterations (``period <= 0``: none does) or is the last one."""
+    next_iter = trainer.iter + 1
+    return next_iter == trainer.max_iter or (period > 0 and next_iter % period == 0)
 
 
 class IterationTimer(HookBase):
@@ -132,8 +139,7 @@ class PreciseBN(HookBase):
             del batches  # shuts the loader's workers down
 
     def after_step(self) -> None:
-        next_iter = self.trainer.iter + 1
-        if next_iter == self.trainer.max_iter or (self._period > 0 and next_iter % self._period == 0):
+        if _after_period_or_last(self.trainer, self._period):
             self.update_stats()
 
 
@@ -292,8 +298,7 @@ class ValidationLoss(HookBase):
         self.trainer.storage.put_scalars(val_total_loss=sum(means.values()), **means)
 
     def after_step(self) -> None:
-        next_iter = self.trainer.iter + 1
-        if next_iter % self._period == 0 or next_iter == self.trainer.max_iter:
+        if _after_period_or_last(self.trainer, self._period):
             self._compute()
 
 
@@ -306,8 +311,7 @@ class PeriodicWriter(HookBase):
         self._period = period
 
     def after_step(self) -> None:
-        next_iter = self.trainer.iter + 1
-        if next_iter % self._period == 0 or next_iter == self.trainer.max_iter:
+        if _after_period_or_last(self.trainer, self._period):
             for writer in self._writers:
                 writer.write()
 
