@@ -25,6 +25,7 @@ import time
 from typing import Dict, List
 
 import torch
+from omegaconf import OmegaConf
 
 from common import as_detectron2_batch, data_root, detectron2_available, peak_rss_mb
 from project.config import get_cfg
@@ -33,13 +34,22 @@ from project.engine import EventStorage, SimpleTrainer
 from project.modeling import build_model
 from project.solver import build_gradient_clipper, build_optimizer
 
-# Detectron2's options for the same recipe, on top of its mask_rcnn_R_101_FPN_3x config.
-DETECTRON2_RECIPE = [
-    "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "0",
-    "MODEL.ROI_HEADS.NUM_CLASSES", "1", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "256",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.004", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
-    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "5.0",
-]
+
+def detectron2_recipe(cfg) -> List[str]:
+    """Detectron2's options for our recipe ``cfg``, on top of its mask_rcnn_R_101_FPN_3x config."""
+    anchors = cfg.MODEL.ANCHOR_GENERATOR
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    return [
+        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
+        "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
+        "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(anchors.SIZES)),
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str(OmegaConf.to_container(anchors.ASPECT_RATIOS)),
+        "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
+        "SOLVER.IMS_PER_BATCH", str(cfg.SOLVER.IMS_PER_BATCH), "SOLVER.BASE_LR", str(cfg.SOLVER.BASE_LR),
+        "SOLVER.CLIP_GRADIENTS.ENABLED", str(clip.ENABLED), "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE,
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", str(clip.CLIP_VALUE),
+    ]
 
 
 def training_batches(cfg, count: int) -> List[List[dict]]:
@@ -63,7 +73,7 @@ class TimedTrainer:
         return seconds
 
 
-def detectron2_trainer(state_dict: Dict[str, torch.Tensor], batches: List[List[dict]]) -> TimedTrainer:
+def detectron2_trainer(cfg, state_dict: Dict[str, torch.Tensor], batches: List[List[dict]]) -> TimedTrainer:
     from detectron2 import model_zoo
     from detectron2.engine import SimpleTrainer as D2SimpleTrainer
     from detectron2.modeling import build_model as d2_build_model
@@ -71,7 +81,7 @@ def detectron2_trainer(state_dict: Dict[str, torch.Tensor], batches: List[List[d
     from detectron2.utils.events import EventStorage as D2EventStorage
 
     d2_cfg = model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml")
-    d2_cfg.merge_from_list(DETECTRON2_RECIPE)
+    d2_cfg.merge_from_list(detectron2_recipe(cfg))
     model = d2_build_model(d2_cfg)
     model.load_state_dict(state_dict)
     # Its optimizer clips each parameter's gradient itself.
@@ -115,7 +125,7 @@ def main() -> None:
     if args.compare_detectron2:
         if not detectron2_available():
             raise SystemExit("--compare-detectron2: detectron2 is not importable in this environment")
-        trainers["detectron2"] = detectron2_trainer(model.state_dict(), batches)
+        trainers["detectron2"] = detectron2_trainer(cfg, model.state_dict(), batches)
 
     times: Dict[str, List[float]] = {name: [] for name in trainers}
     for index in range(len(batches)):

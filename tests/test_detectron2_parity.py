@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import require_dataset
 from project.checkpoint import DetectionCheckpointer
@@ -184,6 +185,9 @@ def test_training_step_matches_in_float64(data_root, monkeypatch):
         d2_cfg.merge_from_list([
             "MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
             "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
+            "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(cfg.MODEL.ANCHOR_GENERATOR.SIZES)),
+            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+            str(OmegaConf.to_container(cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS)),
             "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
             "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
         ])
