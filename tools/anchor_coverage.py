@@ -24,6 +24,7 @@ from typing import Dict, List
 
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -97,4 +98,8 @@ def main(argv: List[str]) -> Dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:]), indent=2))
+    try:
+        report = main(sys.argv[1:])
+    except (KeyError, ValueError, FileNotFoundError, OmegaConfBaseException) as error:
+        sys.exit(f"anchor_coverage: {error}")
+    print(json.dumps(report, indent=2))

@@ -60,9 +60,9 @@ def summarize_coverage(
     return {
         "num_boxes": len(best_iou),
         "fg_iou_threshold": fg_iou_threshold,
-        "fraction_with_fg_anchor": float((best_iou >= fg_iou_threshold).float().mean()),
-        "fraction_with_anchor_iou_0.5": float((best_iou >= 0.5).float().mean()),
-        "median_best_iou": float(best_iou.quantile(0.5)),
-        "mean_fg_anchors_per_box": float(num_positive.float().mean()),
+        "fraction_with_fg_anchor": round(float((best_iou >= fg_iou_threshold).float().mean()), 4),
+        "fraction_with_anchor_iou_0.5": round(float((best_iou >= 0.5).float().mean()), 4),
+        "median_best_iou": round(float(best_iou.quantile(0.5)), 4),
+        "mean_fg_anchors_per_box": round(float(num_positive.float().mean()), 4),
         "box_size_percentiles": {f"p{p}": round(float(s), 1) for p, s in zip(percentiles, sizes)},
     }
