@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from project.config import get_cfg  # noqa: E402
+from project.config.overrides import check_overrides  # noqa: E402
 from project.data import DatasetCatalog, register_datasets_from_config  # noqa: E402
 from project.data.transforms import ResizeShortestEdge  # noqa: E402
 from project.modeling import build_backbone  # noqa: E402
@@ -62,6 +64,7 @@ def main(argv: List[str]) -> Dict:
     parser.add_argument("--short-edge", type=int, default=0, help="shorter side to resize to (default: MIN_SIZE_TEST)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image sample")
     args, overrides = parser.parse_known_args(argv)
+    check_overrides(overrides)
     cfg = get_cfg(overrides)
     register_datasets_from_config(cfg)
     name = args.dataset or cfg.DATASETS.TRAIN[0]
@@ -100,6 +103,6 @@ def main(argv: List[str]) -> Dict:
 if __name__ == "__main__":
     try:
         report = main(sys.argv[1:])
-    except (KeyError, ValueError, FileNotFoundError, OmegaConfBaseException) as error:
+    except (KeyError, ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as error:
         sys.exit(f"anchor_coverage: {error}")
     print(json.dumps(report, indent=2))
