@@ -25,31 +25,13 @@ import time
 from typing import Dict, List
 
 import torch
-from omegaconf import OmegaConf
 
-from common import as_detectron2_batch, data_root, detectron2_available, peak_rss_mb
+from common import as_detectron2_batch, data_root, detectron2_available, detectron2_recipe, peak_rss_mb
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.engine import EventStorage, SimpleTrainer
 from project.modeling import build_model
 from project.solver import build_gradient_clipper, build_optimizer
-
-
-def detectron2_recipe(cfg) -> List[str]:
-    """Detectron2's options for our recipe ``cfg``, on top of its mask_rcnn_R_101_FPN_3x config."""
-    anchors = cfg.MODEL.ANCHOR_GENERATOR
-    clip = cfg.SOLVER.CLIP_GRADIENTS
-    return [
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
-        "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
-        "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(anchors.SIZES)),
-        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str(OmegaConf.to_container(anchors.ASPECT_RATIOS)),
-        "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
-        "SOLVER.IMS_PER_BATCH", str(cfg.SOLVER.IMS_PER_BATCH), "SOLVER.BASE_LR", str(cfg.SOLVER.BASE_LR),
-        "SOLVER.CLIP_GRADIENTS.ENABLED", str(clip.ENABLED), "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE,
-        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", str(clip.CLIP_VALUE),
-    ]
 
 
 def training_batches(cfg, count: int) -> List[List[dict]]:

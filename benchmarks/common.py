@@ -10,6 +10,7 @@ from typing import List, Optional
 import cv2
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from project.model_zoo import get_config
 from project.modeling.calibration import write_calibrated_detectron2_checkpoint
@@ -101,3 +102,22 @@ def as_detectron2_batch(batch: List[dict]) -> List[dict]:
         inst.gt_masks = BitMasks(ours.gt_masks.tensor.clone())
         converted.append({**item, "instances": inst})
     return converted
+
+
+def detectron2_recipe(cfg) -> List[str]:
+    """Detectron2 ``merge_from_list`` options that make its mask_rcnn_R_101_FPN_3x config the
+    recipe ``cfg`` (model and solver options that differ from that config), on CPU."""
+    anchors = cfg.MODEL.ANCHOR_GENERATOR
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    return [
+        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
+        "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
+        "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(anchors.SIZES)),
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str(OmegaConf.to_container(anchors.ASPECT_RATIOS)),
+        "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
+        "SOLVER.IMS_PER_BATCH", str(cfg.SOLVER.IMS_PER_BATCH), "SOLVER.BASE_LR", str(cfg.SOLVER.BASE_LR),
+        "SOLVER.CLIP_GRADIENTS.ENABLED", str(clip.ENABLED), "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE,
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", str(clip.CLIP_VALUE),
+    ]
+

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from conftest import require_dataset
 from project.checkpoint import DetectionCheckpointer
@@ -170,6 +169,7 @@ def test_training_step_matches_in_float64(data_root, monkeypatch):
     masks): in float64, every loss and every parameter's gradient equal Detectron2's. In float32
     the two differ by rounding only, which near-tied proposal scores turn into different NMS
     choices, so only float64 shows that the model, its losses and its backward pass are the same."""
+    from benchmarks.common import detectron2_recipe
     from detectron2 import model_zoo as d2_zoo
     from detectron2.modeling import build_model as d2_build_model
     from detectron2.utils.events import EventStorage
@@ -182,15 +182,7 @@ def test_training_step_matches_in_float64(data_root, monkeypatch):
         torch.manual_seed(0)
         ours = build_model(cfg).train()
         d2_cfg = d2_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml")
-        d2_cfg.merge_from_list([
-            "MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
-            "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
-            "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(cfg.MODEL.ANCHOR_GENERATOR.SIZES)),
-            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
-            str(OmegaConf.to_container(cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS)),
-            "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
-        ])
+        d2_cfg.merge_from_list(detectron2_recipe(cfg))
         theirs = d2_build_model(d2_cfg).train()
         theirs.load_state_dict(ours.state_dict())
 
