@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import torch
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from project.config import get_cfg  # noqa: E402
 from project.config.overrides import check_overrides  # noqa: E402
 from project.data import DatasetCatalog, register_datasets_from_config  # noqa: E402
-from project.data.transforms import ResizeShortestEdge  # noqa: E402
+from project.data.transforms import ResizeShortestEdge, ResizeTransform  # noqa: E402
 from project.modeling import build_backbone  # noqa: E402
 from project.modeling.anchor_coverage import (  # noqa: E402
     feature_grid_sizes,
@@ -50,11 +51,11 @@ def resized_boxes(record: Dict, short_edge: int, max_size: int):
     new_h, new_w = ResizeShortestEdge.get_output_shape(height, width, short_edge, max_size)
     annotations = record.get("annotations", [])
     kept = [a for a in annotations if not a.get("iscrowd", 0)]
-    boxes = torch.tensor(
-        [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in kept], dtype=torch.float32
+    boxes = np.array(
+        [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in kept], dtype=np.float32
     ).reshape(-1, 4)
-    boxes *= torch.tensor([new_w / width, new_h / height] * 2)
-    return (new_h, new_w), boxes, len(annotations) - len(kept)
+    resized = ResizeTransform(height, width, new_h, new_w).apply_box(boxes)  # as the mapper does
+    return (new_h, new_w), torch.as_tensor(resized, dtype=torch.float32), len(annotations) - len(kept)
 
 
 def main(argv: List[str]) -> Dict:
