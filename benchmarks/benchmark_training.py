@@ -118,7 +118,7 @@ def main() -> None:
                 times[name].append(seconds)
 
     report = {
-        "recipe": "finetune_dsb2018 (R101-FPN, BN from scratch, batch 2, shorter side 384/448/512)",
+        "recipe": "finetune_dsb2018 (R101-FPN, BN from scratch, GN in FPN and mask head, batch 2, shorter side 384/448/512)",
         "device": f"cpu x{torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "image_sizes": [[list(item["image"].shape[1:]) for item in batch] for batch in batches[1:]],

@@ -112,6 +112,8 @@ def detectron2_recipe(cfg) -> List[str]:
     return [
         "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
         "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
+        "MODEL.FPN.NORM", cfg.MODEL.FPN.NORM, "MODEL.ROI_BOX_HEAD.NORM", cfg.MODEL.ROI_BOX_HEAD.NORM,
+        "MODEL.ROI_MASK_HEAD.NORM", cfg.MODEL.ROI_MASK_HEAD.NORM,
         "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(anchors.SIZES)),
         "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str(OmegaConf.to_container(anchors.ASPECT_RATIOS)),
         "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
