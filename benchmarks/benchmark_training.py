@@ -118,7 +118,12 @@ def main() -> None:
                 times[name].append(seconds)
 
     report = {
-        "recipe": "finetune_dsb2018 (R101-FPN, BN from scratch, GN in FPN and mask head, batch 2, shorter side 384/448/512)",
+        "recipe": {  # read from the config, so the report follows the recipe as it is
+            "experiment": "finetune_dsb2018", "depth": cfg.MODEL.RESNETS.DEPTH,
+            "weights": cfg.MODEL.WEIGHTS or "none (from scratch)", "backbone_norm": cfg.MODEL.RESNETS.NORM,
+            "fpn_norm": cfg.MODEL.FPN.NORM, "mask_head_norm": cfg.MODEL.ROI_MASK_HEAD.NORM,
+            "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
+        },
         "device": f"cpu x{torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "image_sizes": [[list(item["image"].shape[1:]) for item in batch] for batch in batches[1:]],

@@ -122,4 +122,3 @@ def detectron2_recipe(cfg) -> List[str]:
         "SOLVER.CLIP_GRADIENTS.ENABLED", str(clip.ENABLED), "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE,
         "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", str(clip.CLIP_VALUE),
     ]
-
