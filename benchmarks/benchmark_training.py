@@ -33,6 +33,9 @@ from project.engine import EventStorage, SimpleTrainer
 from project.modeling import build_model
 from project.solver import build_gradient_clipper, build_optimizer
 
+# The recipe benchmarked; the report names it and reads everything else from its config.
+EXPERIMENT = "finetune_dsb2018"
+
 
 def training_batches(cfg, count: int) -> List[List[dict]]:
     """The first ``count`` batches of the recipe's training loader, mapped in this process."""
@@ -98,7 +101,7 @@ def main() -> None:
         raise SystemExit(f"no DSB2018 data under {data_root()}; set PROJECT_DATA_ROOT to the shared data folder")
 
     os.environ["PROJECT_DATA_ROOT"] = str(data_root())  # the experiment's dataset paths read it
-    cfg = get_cfg(["+experiment=finetune_dsb2018", "MODEL.DEVICE=cpu", "DATALOADER.NUM_WORKERS=0"])
+    cfg = get_cfg([f"+experiment={EXPERIMENT}", "MODEL.DEVICE=cpu", "DATALOADER.NUM_WORKERS=0"])
     torch.manual_seed(cfg.SEED)
     model = build_model(cfg)
     batches = training_batches(cfg, args.steps + 1)
@@ -119,7 +122,7 @@ def main() -> None:
 
     report = {
         "recipe": {  # read from the config, so the report follows the recipe as it is
-            "experiment": "finetune_dsb2018", "depth": cfg.MODEL.RESNETS.DEPTH,
+            "experiment": EXPERIMENT, "depth": cfg.MODEL.RESNETS.DEPTH,
             "weights": cfg.MODEL.WEIGHTS or "none (from scratch)", "backbone_norm": cfg.MODEL.RESNETS.NORM,
             "fpn_norm": cfg.MODEL.FPN.NORM, "mask_head_norm": cfg.MODEL.ROI_MASK_HEAD.NORM,
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
