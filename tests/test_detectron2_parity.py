@@ -147,20 +147,17 @@ def _as_float64_detectron2_inputs(batch):
 
 def _compute_in_float64(monkeypatch):
     """Run the networks in float64. Boxes and anchors stay float32, as Detectron2's ``Boxes``
-    force; where float64 scores meet float32 boxes (NMS, and RoIAlign in this project: Detectron2
-    casts its RoIs to the features' dtype), cast to float64 in both implementations alike."""
+    force, and both pool with RoIs cast to the features' dtype; NMS, where float64 scores meet
+    float32 boxes, runs in float64 in both implementations alike."""
     import torchvision
     import detectron2.modeling.proposal_generator.proposal_utils as d2_proposal_utils
     import project.modeling.proposal_generator.proposal_utils as proposal_utils
-    from project.modeling.poolers import ROIPooler
 
     def nms(boxes, scores, idxs, threshold):
         return torchvision.ops.batched_nms(boxes.double(), scores.double(), idxs, threshold)
 
     for module in (proposal_utils, d2_proposal_utils):
         monkeypatch.setattr(module, "batched_nms", nms)
-    pool = ROIPooler._pool
-    monkeypatch.setattr(ROIPooler, "_pool", lambda self, f, rois, scale: pool(self, f, rois.to(f.dtype), scale))
     torch.set_default_dtype(torch.float64)
 
 

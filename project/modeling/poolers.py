@@ -68,6 +68,8 @@ class ROIPooler(nn.Module):
         self.canonical_level = canonical_level
 
     def _pool(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        # Boxes are float32; a model run in another precision pools with RoIs of its own dtype.
+        rois = rois.to(feature.dtype)
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
     def forward(self, features: List[torch.Tensor], box_lists: List[Boxes]) -> torch.Tensor:

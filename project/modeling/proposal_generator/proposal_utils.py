@@ -94,7 +94,8 @@ def _select_in_image(
     large_enough = boxes.nonempty(threshold=min_box_size)
     boxes, scores, level_ids = boxes[large_enough], scores[large_enough], level_ids[large_enough]
 
-    keep = batched_nms(boxes.tensor.float(), scores, level_ids, nms_thresh)[:post_nms_topk]
+    # NMS in float32 whatever the model runs in: torchvision wants boxes and scores of one dtype.
+    keep = batched_nms(boxes.tensor.float(), scores.float(), level_ids, nms_thresh)[:post_nms_topk]
     result = Instances(image_size)
     result.proposal_boxes = boxes[keep]
     result.objectness_logits = scores[keep]

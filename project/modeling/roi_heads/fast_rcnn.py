@@ -63,7 +63,7 @@ def fast_rcnn_inference_single_image(
     else:
         boxes = boxes[keep_mask]
     scores = scores[keep_mask]
-    keep = batched_nms(boxes, scores, keep_index[:, 1], nms_thresh)
+    keep = batched_nms(boxes.float(), scores.float(), keep_index[:, 1], nms_thresh)  # one dtype, as torchvision wants
     if topk_per_image >= 0:
         keep = keep[:topk_per_image]
     result = Instances(image_shape)
