@@ -183,3 +183,49 @@ def test_score_threshold_and_detections_per_image_come_from_the_config():
     with torch.no_grad():
         out = model(synthetic_batch(1))[0]["instances"]
     assert 100 < len(out) <= 300
+
+
+def test_channels_last_layout_changes_no_loss_gradient_or_detection():
+    """MODEL.CHANNELS_LAST only changes how the convolutions' tensors are laid out in memory.
+    In float64 the losses, gradients and detections are the contiguous model's; float32 sums
+    the convolutions in another order, which moves features by ~1e-5 of their scale (and, through
+    a random network's near-tied scores, can reorder its detections)."""
+    overrides = ("MODEL.ROI_HEADS.NUM_CLASSES=5", "MODEL.RESNETS.NORM=GN", "MODEL.ROI_MASK_HEAD.NORM=GN")
+    torch.manual_seed(0)
+    contiguous = build_model(small_cfg(*overrides, "MODEL.CHANNELS_LAST=false"))
+    channels_last = build_model(small_cfg(*overrides, "MODEL.CHANNELS_LAST=true"))
+    channels_last.load_state_dict(contiguous.state_dict())
+    batch = synthetic_batch()
+    with torch.no_grad():
+        images = contiguous.preprocess_image(batch)
+        expected, actual = contiguous.backbone(images.tensor), channels_last._backbone_features(images)
+    for level, feature in expected.items():
+        assert actual[level].is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(actual[level], feature, rtol=0, atol=1e-4 * feature.abs().max().item())
+
+    contiguous.double()
+    channels_last.double()
+    mask_conv = channels_last.roi_heads.mask_head.mask_fcn1.weight
+    assert mask_conv.is_contiguous(memory_format=torch.channels_last) and not mask_conv.is_contiguous()
+    losses = {}
+    for name, model in (("contiguous", contiguous), ("channels_last", channels_last)):
+        torch.manual_seed(1)  # the same RoI sampling in both
+        losses[name] = model(batch)
+        sum(losses[name].values()).backward()
+    for key, value in losses["contiguous"].items():
+        torch.testing.assert_close(losses["channels_last"][key], value, rtol=1e-10, atol=1e-12)
+    for (name, p), q in zip(contiguous.named_parameters(), channels_last.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-8, atol=1e-10, msg=lambda m: f"gradient of {name}: {m}")
+
+    with torch.no_grad():
+        expected = contiguous.eval()(batch)
+        actual = channels_last.eval()(batch)
+    for e, a in zip(expected, actual):
+        e, a = e["instances"], a["instances"]
+        assert len(e) > 0
+        torch.testing.assert_close(a.pred_boxes.tensor, e.pred_boxes.tensor, rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(a.scores, e.scores, rtol=1e-8, atol=1e-10)
+        assert torch.equal(a.pred_classes, e.pred_classes)
+        assert torch.equal(a.pred_masks, e.pred_masks)

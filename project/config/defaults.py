@@ -135,8 +135,8 @@ class ModelConfig:
     # "auto" resolves to "cuda" where a GPU is available and "cpu" otherwise.
     DEVICE: str = "auto"
     META_ARCHITECTURE: str = "GeneralizedRCNN"
-    # Run the backbone and RPN head in channels-last memory layout: the same numbers, faster
-    # convolutions with oneDNN on CPU and tensor cores on GPU. The ROI heads read contiguous maps.
+    # Run the convolutions (backbone, RPN head, mask head) in channels-last memory layout: the
+    # same numbers, faster with oneDNN on CPU and tensor cores on GPU. RoIAlign reads contiguous maps.
     CHANNELS_LAST: bool = True
     # A local path, an http(s) URL, or a "detectron2://..." model-zoo name.
     WEIGHTS: str = ""

@@ -43,9 +43,8 @@ class GeneralizedRCNN(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(list(std)).view(-1, 1, 1), persistent=False)
         self.input_format = cfg.INPUT.FORMAT
         self.channels_last = cfg.MODEL.CHANNELS_LAST
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-            self.proposal_generator.to(memory_format=torch.channels_last)
+        if self.channels_last:  # every 4-D weight: backbone, RPN head and the mask head's convolutions
+            self.to(memory_format=torch.channels_last)
 
     @property
     def device(self) -> torch.device:
