@@ -6,6 +6,7 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision import ops
 
 from .batch_norm import FrozenBatchNorm2d
 
@@ -52,3 +53,10 @@ def nonzero_tuple(x: torch.Tensor):
     if x.dim() == 0:
         return x.unsqueeze(0).nonzero(as_tuple=True)
     return x.nonzero(as_tuple=True)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms`` on (N, 4) XYXY ``boxes`` and (N,) ``scores`` of any float
+    dtype (boxes are float32 while a model may score in float64 or half), computed in float32.
+    Boxes overlap only within the same ``idxs`` value. Returns the kept indices, best score first."""
+    return ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)

@@ -68,8 +68,6 @@ class ROIPooler(nn.Module):
         self.canonical_level = canonical_level
 
     def _pool(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
-        # Boxes are float32; a model run in another precision pools with RoIs of its own dtype.
-        rois = rois.to(feature.dtype)
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
     def forward(self, features: List[torch.Tensor], box_lists: List[Boxes]) -> torch.Tensor:
@@ -83,7 +81,8 @@ class ROIPooler(nn.Module):
         num_boxes = sum(len(b) for b in box_lists)
         if num_boxes == 0:
             return features[0].new_zeros((0, channels) + self.output_size)
-        rois = boxes_to_rois(box_lists)
+        # Boxes are float32; a model run in another precision pools with RoIs of its own dtype.
+        rois = boxes_to_rois(box_lists).to(features[0].dtype)
         if len(features) == 1:
             return self._pool(features[0], rois, self.scales[0])
         levels = assign_boxes_to_levels(

@@ -6,8 +6,8 @@ import logging
 from typing import List, Tuple
 
 import torch
-from torchvision.ops import batched_nms
 
+from ...layers import batched_nms
 from ...structures import Boxes, Instances
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,7 @@ def _select_in_image(
     large_enough = boxes.nonempty(threshold=min_box_size)
     boxes, scores, level_ids = boxes[large_enough], scores[large_enough], level_ids[large_enough]
 
-    # NMS in float32 whatever the model runs in: torchvision wants boxes and scores of one dtype.
-    keep = batched_nms(boxes.tensor.float(), scores.float(), level_ids, nms_thresh)[:post_nms_topk]
+    keep = batched_nms(boxes.tensor, scores, level_ids, nms_thresh)[:post_nms_topk]
     result = Instances(image_size)
     result.proposal_boxes = boxes[keep]
     result.objectness_logits = scores[keep]

@@ -7,9 +7,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
 
-from ...layers import ShapeSpec, cat
+from ...layers import ShapeSpec, batched_nms, cat
 from ...structures import Boxes, Instances
 from ...utils.events import current_event_storage
 from ..box_regression import Box2BoxTransform, box_regression_loss
@@ -63,7 +62,7 @@ def fast_rcnn_inference_single_image(
     else:
         boxes = boxes[keep_mask]
     scores = scores[keep_mask]
-    keep = batched_nms(boxes.float(), scores.float(), keep_index[:, 1], nms_thresh)  # one dtype, as torchvision wants
+    keep = batched_nms(boxes, scores, keep_index[:, 1], nms_thresh)
     if topk_per_image >= 0:
         keep = keep[:topk_per_image]
     result = Instances(image_shape)
