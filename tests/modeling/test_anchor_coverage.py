@@ -13,9 +13,9 @@ from project.layers import ShapeSpec
 from project.modeling import build_backbone
 from project.modeling.anchor_coverage import feature_grid_sizes, match_boxes_to_anchors, summarize_coverage
 from project.modeling.anchor_generator import DefaultAnchorGenerator
+from conftest import REPO
 from training_fixtures import register_entry, write_tiny_coco
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def anchor_generator(sizes, ratios, strides):

@@ -1,0 +1,137 @@
+"""``paste_masks_in_image``: which image pixels a fixed-size mask covers once pasted into its box.
+
+Convention (docstring): the mask's cells span the box exactly and are sampled at pixel centres,
+so pixel (x, y) belongs to box (x0, y0, x1, y1) when x0 < x + 0.5 < x1 and y0 < y + 0.5 < y1.
+"""
+import numpy as np
+import pytest
+import torch
+
+from project.structures import paste_masks_in_image
+
+M = 28
+
+
+def box_pixels(box, height, width) -> np.ndarray:
+    """(height, width) bool: pixels whose centre lies strictly inside ``box``."""
+    x0, y0, x1, y1 = box
+    cx = np.arange(width) + 0.5
+    cy = np.arange(height) + 0.5
+    inside_x = (cx > x0) & (cx < x1)
+    inside_y = (cy > y0) & (cy < y1)
+    return inside_y[:, None] & inside_x[None, :]
+
+
+def paste(masks, boxes, image_shape, threshold=0.5) -> torch.Tensor:
+    return paste_masks_in_image(
+        torch.as_tensor(masks, dtype=torch.float32),
+        torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        image_shape,
+        threshold,
+    )
+
+
+def test_box_pixels_helper_counts_integer_boxes_by_hand():
+    """Box (2, 1, 5, 3) covers columns 2..4 and rows 1..2: 3 x 2 = 6 pixels."""
+    expected = np.zeros((6, 8), dtype=bool)
+    expected[1:3, 2:5] = True
+    assert np.array_equal(box_pixels((2, 1, 5, 3), 6, 8), expected)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (3, 5, 13, 12),  # smaller than the mask
+        (0, 0, 1, 1),  # a single pixel
+        (7, 2, 8, 30),  # one pixel wide
+        (1, 2, 60, 47),  # larger than the mask in both directions
+        (0, 0, 64, 48),  # the whole image
+    ],
+)
+def test_constant_one_mask_fills_exactly_the_box(box):
+    """Boxes up to ~64 px: beyond, the zero padding outside the mask's cells dims the corners."""
+    height, width = 48, 64
+    out = paste(np.ones((1, M, M)), [box], (height, width))
+    expected = box_pixels(box, height, width)
+    assert expected.sum() == (box[2] - box[0]) * (box[3] - box[1])
+    assert np.array_equal(out[0].numpy(), expected)
+
+
+def test_all_zero_mask_pastes_to_nothing():
+    out = paste(np.zeros((1, M, M)), [(3, 5, 13, 12)], (20, 30))
+    assert not out.any()
+
+
+def test_threshold_decides_whether_a_constant_mask_is_kept():
+    box = (3, 5, 13, 12)
+    masks = np.full((1, M, M), 0.3)
+    assert not paste(masks, [box], (20, 30), threshold=0.5).any()
+    assert np.array_equal(paste(masks, [box], (20, 30), threshold=0.25)[0].numpy(), box_pixels(box, 20, 30))
+
+
+@pytest.mark.parametrize(
+    "box, rows, cols",
+    [
+        ((-4, -6, 10, 8), (0, 8), (0, 10)),  # over the top-left corner
+        ((15, 12, 40, 30), (12, 20), (15, 20)),  # over the bottom-right corner
+        ((-10, 3, 35, 6), (3, 6), (0, 20)),  # wider than the image
+    ],
+)
+def test_box_partly_outside_the_image_is_clipped(box, rows, cols):
+    out = paste(np.ones((1, M, M)), [box], (20, 20))
+    expected = np.zeros((20, 20), dtype=bool)
+    expected[rows[0] : rows[1], cols[0] : cols[1]] = True
+    assert np.array_equal(out[0].numpy(), expected)
+
+
+def test_box_entirely_outside_the_image_pastes_to_nothing():
+    out = paste(np.ones((2, M, M)), [(25, 25, 30, 30), (-9, -9, -2, -2)], (20, 20))
+    assert out.shape == (2, 20, 20)
+    assert not out.any()
+
+
+def test_several_masks_give_one_mask_per_box_in_order():
+    boxes = [(0, 0, 5, 5), (10, 2, 18, 9), (4, 12, 16, 20)]
+    masks = np.stack([np.ones((M, M)), np.zeros((M, M)), np.ones((M, M))])
+    out = paste(masks, boxes, (24, 20))
+    assert out.shape == (3, 24, 20)
+    assert np.array_equal(out[0].numpy(), box_pixels(boxes[0], 24, 20))
+    assert not out[1].any()
+    assert np.array_equal(out[2].numpy(), box_pixels(boxes[2], 24, 20))
+
+
+def test_output_shape_and_dtype():
+    out = paste(np.ones((2, M, M)), [(0, 0, 4, 4), (1, 1, 3, 3)], (9, 11))
+    assert out.shape == (2, 9, 11)
+    assert out.dtype == torch.bool
+
+
+def test_no_masks_give_an_empty_bool_tensor():
+    out = paste_masks_in_image(torch.zeros(0, M, M), torch.zeros(0, 4), (9, 11))
+    assert out.shape == (0, 9, 11)
+    assert out.dtype == torch.bool
+
+
+def test_other_mask_resolutions_also_fill_the_box():
+    box = (2, 3, 19, 11)
+    for size in (7, 14, 56):
+        out = paste(np.ones((1, size, size)), [box], (16, 24))
+        assert np.array_equal(out[0].numpy(), box_pixels(box, 16, 24)), size
+
+
+@pytest.mark.parametrize("box", [(3, 2, 20, 12), (0, 4, 10, 9), (5, 0, 45, 30)])
+def test_left_half_mask_ends_at_the_box_centre(box):
+    """Left half 1, right half 0: every box row is on from x0 up to the centre, within one pixel."""
+    height, width = 32, 48
+    mask = np.zeros((1, M, M))
+    mask[0, :, : M // 2] = 1.0
+    out = paste(mask, [box], (height, width))[0].numpy()
+    x0, y0, x1, y1 = box
+    centre = (x0 + x1) / 2
+    assert not out[:y0].any() and not out[y1:].any()
+    for row in out[y0:y1]:
+        on = np.flatnonzero(row)
+        assert on.size > 0
+        assert on[0] == x0
+        assert np.array_equal(on, np.arange(x0, on[-1] + 1))  # one contiguous run
+        assert abs((on[-1] + 1) - centre) <= 1.0  # right edge of the last pixel on
