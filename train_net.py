@@ -13,6 +13,7 @@ Every option is a config key (``SOLVER.BASE_LR=0.01``); the resolved config is s
 ``log.txt``. Bad input (an unregistered dataset, a missing weights file, a config that does not
 resolve, a checkpoint that cannot be written) ends the run with a message and exit status 1.
 """
+
 from __future__ import annotations
 
 import logging
@@ -117,8 +118,13 @@ def main(cfg: DictConfig) -> None:
     backend = "gloo" if cfg.MODEL.DEVICE == "cpu" else "nccl"
     try:
         launch(
-            run, cfg.num_gpus, num_machines=cfg.num_machines, machine_rank=cfg.machine_rank,
-            dist_url=cfg.dist_url, args=(cfg,), backend=backend,
+            run,
+            cfg.num_gpus,
+            num_machines=cfg.num_machines,
+            machine_rank=cfg.machine_rank,
+            dist_url=cfg.dist_url,
+            args=(cfg,),
+            backend=backend,
         )
     except mp.ProcessExitedException as error:  # a process already reported its error
         _exit_with_message(error)

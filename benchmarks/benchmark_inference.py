@@ -9,17 +9,18 @@ Prints one JSON object. Weights are calibrated on real images (no download), so 
 makes realistic numbers of detections. Runs of the two implementations are interleaved so
 that machine noise hits both alike; medians are reported.
 """
+
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
-
 from common import (
     build_detectron2_model,
     calibrated_detectron2_pkl,
@@ -30,6 +31,7 @@ from common import (
     real_images,
     to_tensor,
 )
+
 from project.checkpoint import DetectionCheckpointer
 from project.model_zoo import get_config
 from project.modeling import build_model
@@ -136,7 +138,9 @@ def main() -> None:
     report = {
         "model": "mask_rcnn_R_101_FPN_3x",
         "input": "800x1333",
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"cpu x{torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "results": {},
     }
@@ -152,7 +156,9 @@ def main() -> None:
                 detections[name] = sum(len(o["instances"]) for o in run_inference(model, inputs, amp, args.device))
         for _ in range(args.iters):
             for name, model in models.items():
-                times[name].append(time_call(lambda: run_inference(model, inputs, amp, args.device), args.device) / batch)
+                times[name].append(
+                    time_call(functools.partial(run_inference, model, inputs, amp, args.device), args.device) / batch
+                )
         entry = {
             name: {"s_per_img": statistics.median(t), "all_s_per_img": t, "detections_per_batch": detections.get(name)}
             for name, t in times.items()
@@ -166,8 +172,12 @@ def main() -> None:
             entry = {}
             for name, model in models.items():
                 times, peak = time_training(model, name, amp, args.device, args.train_iters)
-                entry[name] = {"s_per_iter": statistics.median(times), "images_per_iter": 2, "all_s_per_iter": times,
-                               "cuda_peak_allocated_mb": peak}
+                entry[name] = {
+                    "s_per_iter": statistics.median(times),
+                    "images_per_iter": 2,
+                    "all_s_per_iter": times,
+                    "cuda_peak_allocated_mb": peak,
+                }
             if "detectron2" in entry:
                 entry["ratio_ours_over_detectron2"] = entry["ours"]["s_per_iter"] / entry["detectron2"]["s_per_iter"]
             report["results"][label] = entry

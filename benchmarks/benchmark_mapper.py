@@ -10,6 +10,7 @@ With ``--compare-detectron2`` and Detectron2 importable (e.g. run with a Python 
 augmentations; rounds of the two alternate so that machine noise hits both alike. Prints one
 JSON object with the median images/s of each and the speed-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ import time
 from typing import Callable, Dict, List
 
 import numpy as np
-
 from common import data_root, detectron2_available
+
 from project.data import DatasetMapper, load_coco_json
 from project.data import transforms as T
 
@@ -31,8 +32,13 @@ TARGET_SPEEDUP = 1.5
 
 def our_mapper() -> Callable[[Dict], Dict]:
     augmentations = [T.ResizeShortestEdge(SHORT_EDGES, MAX_SIZE, "choice"), T.RandomFlip(0.5)]
-    return DatasetMapper(is_train=True, augmentations=augmentations, image_format="BGR",
-                         use_instance_mask=True, instance_mask_format="bitmask")
+    return DatasetMapper(
+        is_train=True,
+        augmentations=augmentations,
+        image_format="BGR",
+        use_instance_mask=True,
+        instance_mask_format="bitmask",
+    )
 
 
 def detectron2_mapper_and_dicts(json_file: str, image_root: str, count: int):
@@ -42,8 +48,13 @@ def detectron2_mapper_and_dicts(json_file: str, image_root: str, count: int):
     from detectron2.data.datasets import load_coco_json as d2_load_coco_json
 
     augmentations = [d2T.ResizeShortestEdge(SHORT_EDGES, MAX_SIZE, "choice"), d2T.RandomFlip(0.5)]
-    mapper = D2DatasetMapper(is_train=True, augmentations=augmentations, image_format="BGR",
-                             use_instance_mask=True, instance_mask_format="bitmask")
+    mapper = D2DatasetMapper(
+        is_train=True,
+        augmentations=augmentations,
+        image_format="BGR",
+        use_instance_mask=True,
+        instance_mask_format="bitmask",
+    )
     return mapper, d2_load_coco_json(json_file, image_root)[:count]
 
 

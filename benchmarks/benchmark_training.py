@@ -13,6 +13,7 @@ The data loading of a real run happens in a worker process, beside these steps, 
 Prints JSON; with Detectron2, also ours over its step times: median per-pair ratio, ratio of the
 sums with a bootstrap 95% interval, and on how many pairs ours was faster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ import time
 from typing import Dict, List
 
 import torch
-
 from common import as_detectron2_batch, data_root, detectron2_available, detectron2_recipe, peak_rss_mb
+
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.engine import EventStorage, SimpleTrainer
@@ -122,10 +123,14 @@ def main() -> None:
 
     report = {
         "recipe": {  # read from the config, so the report follows the recipe as it is
-            "experiment": EXPERIMENT, "depth": cfg.MODEL.RESNETS.DEPTH,
-            "weights": cfg.MODEL.WEIGHTS or "none (from scratch)", "backbone_norm": cfg.MODEL.RESNETS.NORM,
-            "fpn_norm": cfg.MODEL.FPN.NORM, "mask_head_norm": cfg.MODEL.ROI_MASK_HEAD.NORM,
-            "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
+            "experiment": EXPERIMENT,
+            "depth": cfg.MODEL.RESNETS.DEPTH,
+            "weights": cfg.MODEL.WEIGHTS or "none (from scratch)",
+            "backbone_norm": cfg.MODEL.RESNETS.NORM,
+            "fpn_norm": cfg.MODEL.FPN.NORM,
+            "mask_head_norm": cfg.MODEL.ROI_MASK_HEAD.NORM,
+            "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH,
+            "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
         },
         "device": f"cpu x{torch.get_num_threads()} threads",
         "torch": torch.__version__,

@@ -1,4 +1,5 @@
 """Shared setup for the benchmarks: real images, calibrated weights, Detectron2 if importable."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,9 @@ def data_root() -> Path:
 def real_images(count: int) -> List[np.ndarray]:
     """``count`` real BGR uint8 images (COCO and Penn-Fudan samples), cycling if needed."""
     root = data_root()
-    paths = sorted((root / "coco_mini" / "images").rglob("*.jpg")) + sorted((root / "pennfudan" / "PNGImages").glob("*.png"))
+    paths = sorted((root / "coco_mini" / "images").rglob("*.jpg")) + sorted(
+        (root / "pennfudan" / "PNGImages").glob("*.png")
+    )
     if not paths:
         raise FileNotFoundError(f"no images under {root}; set PROJECT_DATA_ROOT to the shared data folder")
     return [cv2.imread(str(paths[i % len(paths)]), cv2.IMREAD_COLOR) for i in range(count)]
@@ -63,7 +66,9 @@ def detectron2_available() -> bool:
     return True
 
 
-def build_detectron2_model(weights: Path, device: str, config_name: str = "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"):
+def build_detectron2_model(
+    weights: Path, device: str, config_name: str = "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"
+):
     """Detectron2's own model with the same weights, or ``None`` when it is not importable."""
     if not detectron2_available():
         return None
@@ -110,15 +115,36 @@ def detectron2_recipe(cfg) -> List[str]:
     anchors = cfg.MODEL.ANCHOR_GENERATOR
     clip = cfg.SOLVER.CLIP_GRADIENTS
     return [
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", cfg.MODEL.RESNETS.NORM,
-        "MODEL.BACKBONE.FREEZE_AT", str(cfg.MODEL.BACKBONE.FREEZE_AT),
-        "MODEL.FPN.NORM", cfg.MODEL.FPN.NORM, "MODEL.ROI_BOX_HEAD.NORM", cfg.MODEL.ROI_BOX_HEAD.NORM,
-        "MODEL.ROI_MASK_HEAD.NORM", cfg.MODEL.ROI_MASK_HEAD.NORM,
-        "MODEL.ANCHOR_GENERATOR.SIZES", str(OmegaConf.to_container(anchors.SIZES)),
-        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", str(OmegaConf.to_container(anchors.ASPECT_RATIOS)),
-        "MODEL.ROI_HEADS.NUM_CLASSES", str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
-        "SOLVER.IMS_PER_BATCH", str(cfg.SOLVER.IMS_PER_BATCH), "SOLVER.BASE_LR", str(cfg.SOLVER.BASE_LR),
-        "SOLVER.CLIP_GRADIENTS.ENABLED", str(clip.ENABLED), "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE,
-        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", str(clip.CLIP_VALUE),
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RESNETS.NORM",
+        cfg.MODEL.RESNETS.NORM,
+        "MODEL.BACKBONE.FREEZE_AT",
+        str(cfg.MODEL.BACKBONE.FREEZE_AT),
+        "MODEL.FPN.NORM",
+        cfg.MODEL.FPN.NORM,
+        "MODEL.ROI_BOX_HEAD.NORM",
+        cfg.MODEL.ROI_BOX_HEAD.NORM,
+        "MODEL.ROI_MASK_HEAD.NORM",
+        cfg.MODEL.ROI_MASK_HEAD.NORM,
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        str(OmegaConf.to_container(anchors.SIZES)),
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+        str(OmegaConf.to_container(anchors.ASPECT_RATIOS)),
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        str(cfg.MODEL.ROI_HEADS.NUM_CLASSES),
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        str(cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE),
+        "SOLVER.IMS_PER_BATCH",
+        str(cfg.SOLVER.IMS_PER_BATCH),
+        "SOLVER.BASE_LR",
+        str(cfg.SOLVER.BASE_LR),
+        "SOLVER.CLIP_GRADIENTS.ENABLED",
+        str(clip.ENABLED),
+        "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+        clip.CLIP_TYPE,
+        "SOLVER.CLIP_GRADIENTS.CLIP_VALUE",
+        str(clip.CLIP_VALUE),
     ]

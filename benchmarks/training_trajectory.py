@@ -15,6 +15,7 @@ training give the same trajectory in float64 up to summation order (about 1e-10)
 rounding differences grow step by step through the network, so a float32 difference alone does
 not tell a changed computation from a changed summation order.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ import os
 from typing import Dict, List
 
 import torch
-
 from common import data_root
+
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.engine import EventStorage, SimpleTrainer, seed_all_rng
@@ -66,7 +67,9 @@ def record(overrides: List[str], steps: int, dtype: torch.dtype) -> Dict[str, ob
     finally:
         torch.set_default_dtype(default_dtype)
     return {
-        "overrides": overrides, "dtype": str(dtype), "steps": history,
+        "overrides": overrides,
+        "dtype": str(dtype),
+        "steps": history,
         "weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
     }
 

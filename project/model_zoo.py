@@ -4,6 +4,7 @@
 ``schedule=3x`` and ``dataset=coco_2017`` from ``configs/``. Detectron2's names
 (``"COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"``) are accepted too.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Shared fixtures: where the real data lives, and skipping cleanly where it is absent."""
+
 from __future__ import annotations
 
 import os

@@ -5,14 +5,15 @@ never a dependency), e.g. ``PYTHONPATH=. /path/to/d2env/bin/pytest tests/test_de
 The checkpoint is written by the test: random R101-FPN weights whose norm statistics are
 calibrated on real images and whose classifier is confident, so both models detect objects.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import require_dataset
+
 from project.checkpoint import DetectionCheckpointer
 from project.model_zoo import get_config
 from project.modeling import build_model
@@ -82,8 +83,8 @@ def test_fpn_features_match(models, images):
 
 
 def test_detections_match_one_to_one(models, images):
-    from detectron2.structures import pairwise_iou as d2_pairwise_iou
     from detectron2.structures import Boxes as D2Boxes
+    from detectron2.structures import pairwise_iou as d2_pairwise_iou
 
     ours, theirs = models
     total = 0
@@ -129,8 +130,10 @@ def _training_batch(data_root):
     dsb = require_dataset(data_root, "dsb2018")
     records = load_coco_json(str(dsb / "annotations_train.json"), str(dsb / "train"))
     mapper = DatasetMapper(
-        is_train=True, augmentations=[T.ResizeShortestEdge(448, 768, "choice")],
-        use_instance_mask=True, instance_mask_format="bitmask",
+        is_train=True,
+        augmentations=[T.ResizeShortestEdge(448, 768, "choice")],
+        use_instance_mask=True,
+        instance_mask_format="bitmask",
     )
     return [mapper(records[i]) for i in (0, 1)]
 
@@ -149,8 +152,9 @@ def _compute_in_float64(monkeypatch):
     """Run the networks in float64. Boxes and anchors stay float32, as Detectron2's ``Boxes``
     force, and both pool with RoIs cast to the features' dtype; NMS, where float64 scores meet
     float32 boxes, runs in float64 in both implementations alike."""
-    import torchvision
     import detectron2.modeling.proposal_generator.proposal_utils as d2_proposal_utils
+    import torchvision
+
     import project.modeling.proposal_generator.proposal_utils as proposal_utils
 
     def nms(boxes, scores, idxs, threshold):
@@ -166,10 +170,11 @@ def test_training_step_matches_in_float64(data_root, monkeypatch):
     masks): in float64, every loss and every parameter's gradient equal Detectron2's. In float32
     the two differ by rounding only, which near-tied proposal scores turn into different NMS
     choices, so only float64 shows that the model, its losses and its backward pass are the same."""
-    from benchmarks.common import detectron2_recipe
     from detectron2 import model_zoo as d2_zoo
     from detectron2.modeling import build_model as d2_build_model
     from detectron2.utils.events import EventStorage
+
+    from benchmarks.common import detectron2_recipe
     from project.config import get_cfg
 
     batch = _training_batch(data_root)

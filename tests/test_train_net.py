@@ -1,5 +1,6 @@
 """``train_net.py`` end to end, in subprocesses: bad input ends with a message naming the
 problem and a non-zero status, leaving no checkpoint behind; eval-only saves its config."""
+
 from __future__ import annotations
 
 import os
@@ -9,17 +10,21 @@ import subprocess
 import sys
 
 import pytest
+from training_fixtures import tiny_overrides, write_tiny_coco
 
 from project.config import load_cfg
-from training_fixtures import tiny_overrides, write_tiny_coco
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _train_net(*arguments, preexec_fn=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "train_net.py", *arguments], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, preexec_fn=preexec_fn,
+        [sys.executable, "train_net.py", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -52,7 +57,9 @@ def test_config_that_does_not_resolve(tmp_path):
 
 def test_unknown_key_lists_the_valid_keys():
     result = _train_net("SOLVER.BASE_RL=0.1")
-    _assert_fails_with(result, "unknown config key 'SOLVER.BASE_RL'", "Valid keys under SOLVER:", "MAX_ITER", "Did you mean BASE_LR")
+    _assert_fails_with(
+        result, "unknown config key 'SOLVER.BASE_RL'", "Valid keys under SOLVER:", "MAX_ITER", "Did you mean BASE_LR"
+    )
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 The model keeps the real architecture (ResNet-18-FPN Mask R-CNN, the demo's) with narrow
 heads and 96-px images, so an iteration takes a fraction of a second on a CPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,12 @@ def write_tiny_coco(directory: Path, num_images: int, seed: int) -> Tuple[str, s
             x, y, w, h = cv2.boundingRect(polygon)
             annotations.append(
                 {
-                    "id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                    "bbox": [x, y, w, h], "area": float(cv2.contourArea(polygon)),
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "bbox": [x, y, w, h],
+                    "area": float(cv2.contourArea(polygon)),
                     "segmentation": [polygon.reshape(-1).astype(float).tolist()],
                 }
             )

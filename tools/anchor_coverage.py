@@ -13,6 +13,7 @@ the fraction of boxes whose best anchor reaches MODEL.RPN.IOU_THRESHOLDS[-1] (th
 foreground threshold), the fraction reaching IoU 0.5, the median best IoU, foreground anchors
 per box, and box-size percentiles in resized pixels. Runs on CPU in seconds per 100 images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,18 @@ from omegaconf.errors import OmegaConfBaseException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from project.config import get_cfg  # noqa: E402
-from project.config.overrides import check_overrides  # noqa: E402
-from project.data import DatasetCatalog, register_datasets_from_config  # noqa: E402
-from project.data.transforms import ResizeShortestEdge, ResizeTransform  # noqa: E402
-from project.modeling import build_backbone  # noqa: E402
-from project.modeling.anchor_coverage import (  # noqa: E402
+from project.config import get_cfg
+from project.config.overrides import check_overrides
+from project.data import DatasetCatalog, register_datasets_from_config
+from project.data.transforms import ResizeShortestEdge, ResizeTransform
+from project.modeling import build_backbone
+from project.modeling.anchor_coverage import (
     feature_grid_sizes,
     match_boxes_to_anchors,
     summarize_coverage,
 )
-from project.modeling.anchor_generator import build_anchor_generator  # noqa: E402
-from project.structures import Boxes, BoxMode  # noqa: E402
+from project.modeling.anchor_generator import build_anchor_generator
+from project.structures import Boxes, BoxMode
 
 
 def resized_boxes(record: Dict, short_edge: int, max_size: int):

@@ -137,9 +137,7 @@ def convert_c2_weights(weights: Mapping[str, torch.Tensor]) -> Dict[str, torch.T
     for c2_name in sorted(set(weights) - set(classifier)):
         name = convert_c2_name(c2_name)
         if name in original_names:
-            raise ValueError(
-                f"Caffe2 weights {original_names[name]!r} and {c2_name!r} both convert to {name!r}"
-            )
+            raise ValueError(f"Caffe2 weights {original_names[name]!r} and {c2_name!r} both convert to {name!r}")
         logger.debug("Caffe2 weight %s -> %s", c2_name, name)
         converted[name] = _move_background_to_detectron2_layout(name, weights[c2_name])
         original_names[name] = c2_name

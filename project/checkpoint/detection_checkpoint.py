@@ -95,9 +95,7 @@ def _split_matching_heuristics_query(path: str) -> Tuple[str, bool]:
 
 def _require_mapping(value: Any, source: str, what: str) -> Mapping:
     if not isinstance(value, Mapping):
-        raise CheckpointFormatError(
-            f"{source}: expected {what} to be a dict of weights, got {type(value).__name__}"
-        )
+        raise CheckpointFormatError(f"{source}: expected {what} to be a dict of weights, got {type(value).__name__}")
     return value
 
 
@@ -168,9 +166,7 @@ class DetectionCheckpointer(Checkpointer):
         data = _require_mapping(load_pickle(filename), self._source, "the file's content")
         if "model" in data and "__author__" in data:
             self.logger.info("Reading a Detectron2-format file written by %s", data["__author__"])
-            self._convert_ndarray_to_tensor(
-                _require_mapping(data["model"], self._source, "'model'")
-            )
+            self._convert_ndarray_to_tensor(_require_mapping(data["model"], self._source, "'model'"))
             return dict(data)
         # Caffe2 Detectron detection models keep their weights under "blobs"; ImageNet models
         # are a flat name -> array dict.
@@ -248,9 +244,7 @@ class DetectionCheckpointer(Checkpointer):
         state_dict = checkpoint["model"]
         model_state_dict = self.model.state_dict()
         if checkpoint.get("matching_heuristics", False):
-            state_dict = align_and_update_state_dicts(
-                model_state_dict, state_dict, source=self._source
-            )
+            state_dict = align_and_update_state_dicts(model_state_dict, state_dict, source=self._source)
             checkpoint["model"] = state_dict
         self._check_architecture(state_dict, model_state_dict)
         incompatible = super()._load_model(checkpoint)
@@ -283,9 +277,7 @@ class DetectionCheckpointer(Checkpointer):
                 f"Model keys: {sorted(model_state_dict)[:_SAMPLE_SIZE]}."
             )
             if mismatches:
-                message += (
-                    f" Same names, different shapes: {_describe_shape_mismatches(mismatches)}."
-                )
+                message += f" Same names, different shapes: {_describe_shape_mismatches(mismatches)}."
             raise CheckpointMismatchError(message)
         backbone_mismatches = [m for m in mismatches if m[0].startswith(BACKBONE_PREFIX)]
         if backbone_mismatches:

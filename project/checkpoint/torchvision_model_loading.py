@@ -63,8 +63,6 @@ def convert_torchvision_resnet_names(
     if counters:
         logger.info("Dropped %d BatchNorm num_batches_tracked counters", len(counters))
     dropped = set(classifier) | set(counters)
-    converted = {
-        _convert_name(key): value for key, value in state_dict.items() if key not in dropped
-    }
+    converted = {_convert_name(key): value for key, value in state_dict.items() if key not in dropped}
     logger.info("Renamed %d torchvision ResNet weights to Detectron2 names", len(converted))
     return converted

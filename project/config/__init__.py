@@ -1,4 +1,5 @@
 """Configuration: the typed schema and its composition from the Hydra tree in ``configs/``."""
+
 from .compose import config_dir, default_cfg, finalize, get_cfg, load_cfg, resolve_device
 from .defaults import ProjectConfig
 

@@ -1,4 +1,5 @@
 """Composing the Hydra config tree in ``configs/`` onto the typed schema."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,7 @@ def get_cfg(overrides: Optional[Sequence[str]] = None, config_name: str = "confi
     directory = config_dir()
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"config directory {directory} does not exist; set PROJECT_CONFIG_DIR to the "
-            "project's configs/ folder"
+            f"config directory {directory} does not exist; set PROJECT_CONFIG_DIR to the project's configs/ folder"
         )
     if GlobalHydra.instance().is_initialized():
         cfg = compose(config_name=config_name, overrides=list(overrides or []))

@@ -5,12 +5,13 @@ means there), so a Detectron2 user's code and muscle memory carry over. The sche
 OmegaConf structured config: an unknown key or a value of the wrong type fails when the config is
 composed, naming the key. Only options this project implements exist here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING  # noqa: F401  (re-exported for config authors)
+from omegaconf import MISSING
 
 
 def _list(*values):

@@ -1,5 +1,6 @@
 """Checking command-line overrides against the schema before Hydra composes them, so that an
 unknown key is reported with the valid keys at its level (Hydra only says it is unknown)."""
+
 from __future__ import annotations
 
 import dataclasses

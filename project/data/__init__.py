@@ -3,6 +3,7 @@
 Importing this package registers the built-in datasets (COCO 2017, cells_demo, road_demo);
 registration reads no file.
 """
+
 from . import transforms
 from .bad_input import BadAnnotationError, bad_annotation_policy
 from .build import (

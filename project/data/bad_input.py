@@ -9,6 +9,7 @@ Loaders read the policy from an explicit ``on_bad_annotation=`` argument, else f
 innermost ``bad_annotation_policy(...)`` context (which the data loader builders open with the
 config's value), else "skip".
 """
+
 from __future__ import annotations
 
 import contextlib

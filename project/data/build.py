@@ -1,4 +1,5 @@
 """Building the training and inference data loaders from registered datasets."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,9 @@ SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler")
 
 def print_instances_class_histogram(dataset_dicts: Sequence[Dict[str, Any]], class_names: Sequence[str]) -> None:
     """Log a table of the number of instances of each class."""
-    counts = Counter(a["category_id"] for d in dataset_dicts for a in d.get("annotations", []) if not a.get("iscrowd", 0))
+    counts = Counter(
+        a["category_id"] for d in dataset_dicts for a in d.get("annotations", []) if not a.get("iscrowd", 0)
+    )
     rows = [(name, counts.get(i, 0)) for i, name in enumerate(class_names)]
     rows.append(("total", sum(counts.values())))
     logger.info("Instances per class:\n%s", tabulate(rows, headers=["class", "instances"], tablefmt="pipe"))
@@ -146,19 +149,24 @@ def build_detection_train_loader(
         if dataset is None:
             register_datasets_from_config(cfg)
             dataset = get_detection_dataset_dicts(
-                list(cfg.DATASETS.TRAIN), cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                list(cfg.DATASETS.TRAIN),
+                cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
                 on_bad_annotation=cfg.DATALOADER.ON_BAD_ANNOTATION,
             )
             check_num_classes(cfg, list(cfg.DATASETS.TRAIN))
         mapper = mapper if mapper is not None else build_mapper(cfg, True)
         total_batch_size = total_batch_size or cfg.SOLVER.IMS_PER_BATCH
-        aspect_ratio_grouping = cfg.DATALOADER.ASPECT_RATIO_GROUPING if aspect_ratio_grouping is None else aspect_ratio_grouping
+        aspect_ratio_grouping = (
+            cfg.DATALOADER.ASPECT_RATIO_GROUPING if aspect_ratio_grouping is None else aspect_ratio_grouping
+        )
         num_workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
     if dataset is None or mapper is None or total_batch_size is None:
         raise ValueError("build_detection_train_loader needs a cfg, or dataset, mapper and total_batch_size")
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size:
-        raise ValueError(f"total batch size {total_batch_size} must be a positive multiple of the {world_size} processes")
+        raise ValueError(
+            f"total batch size {total_batch_size} must be a positive multiple of the {world_size} processes"
+        )
     batch_size = total_batch_size // world_size
     if aspect_ratio_grouping is None:
         aspect_ratio_grouping = True
@@ -171,14 +179,22 @@ def build_detection_train_loader(
     num_workers = num_workers or 0
     if aspect_ratio_grouping:
         loader = torchdata.DataLoader(
-            stream, batch_size=None, num_workers=num_workers, collate_fn=trivial_batch_collator,
-            worker_init_fn=worker_init_reset_seed, persistent_workers=num_workers > 0,
+            stream,
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=trivial_batch_collator,
+            worker_init_fn=worker_init_reset_seed,
+            persistent_workers=num_workers > 0,
         )
         batches = AspectRatioGroupedDataset(loader, batch_size)
         return batches if collate_fn is None else map(collate_fn, batches)
     return torchdata.DataLoader(
-        stream, batch_size=batch_size, drop_last=True, num_workers=num_workers,
-        collate_fn=collate_fn or trivial_batch_collator, worker_init_fn=worker_init_reset_seed,
+        stream,
+        batch_size=batch_size,
+        drop_last=True,
+        num_workers=num_workers,
+        collate_fn=collate_fn or trivial_batch_collator,
+        worker_init_fn=worker_init_reset_seed,
         persistent_workers=num_workers > 0,
     )
 
@@ -215,6 +231,9 @@ def build_detection_test_loader(
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset)
     return torchdata.DataLoader(
-        MapDataset(dataset, mapper), batch_size=batch_size, sampler=InferenceSampler(len(dataset)),
-        num_workers=num_workers or 0, collate_fn=collate_fn or trivial_batch_collator,
+        MapDataset(dataset, mapper),
+        batch_size=batch_size,
+        sampler=InferenceSampler(len(dataset)),
+        num_workers=num_workers or 0,
+        collate_fn=collate_fn or trivial_batch_collator,
     )

@@ -1,5 +1,6 @@
 """``DatasetCatalog`` and ``MetadataCatalog``: global name -> dataset and name -> metadata maps,
 with Detectron2's semantics."""
+
 from __future__ import annotations
 
 from collections import UserDict
@@ -49,8 +50,7 @@ class Metadata:
         if key.startswith("__"):
             raise AttributeError(key)
         raise AttributeError(
-            f"metadata of dataset '{self.name}' has no attribute '{key}'; "
-            f"available: {sorted(self.__dict__)}"
+            f"metadata of dataset '{self.name}' has no attribute '{key}'; available: {sorted(self.__dict__)}"
         )
 
     def __setattr__(self, key: str, value: Any) -> None:
@@ -61,7 +61,7 @@ class Metadata:
             )
         object.__setattr__(self, key, value)
 
-    def set(self, **kwargs: Any) -> "Metadata":
+    def set(self, **kwargs: Any) -> Metadata:
         for k, v in kwargs.items():
             setattr(self, k, v)
         return self

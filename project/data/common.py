@@ -1,4 +1,5 @@
 """Dataset wrappers between the list of dataset dicts and the torch ``DataLoader``."""
+
 from __future__ import annotations
 
 import itertools

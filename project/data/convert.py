@@ -15,6 +15,7 @@ with ``register_coco_instances(name, {}, "<out>.json", "<directory of out.json>"
 ids are 1..K in class order (for ``coco``, the input's ids are kept). Bad input is skipped and
 reported, or stops the conversion with ``--on-bad-annotation error``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,8 @@ _REQUIRED = {
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m project.data.convert", description=__doc__.split("\n\n")[0],
+        prog="python -m project.data.convert",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--format", required=True, choices=FORMATS)
@@ -78,8 +80,13 @@ def _load(args: argparse.Namespace) -> List[Dict[str, Any]]:
     if args.format == "instance_id_png":
         thing_classes = {1: args.classes[0]} if args.classes and args.id_encoding == "instance" else None
         return load_instance_id_png(
-            args.image_root, args.label_root, image_suffix=args.image_suffix, label_suffix=args.label_suffix,
-            id_encoding=args.id_encoding, thing_classes=thing_classes, **common,
+            args.image_root,
+            args.label_root,
+            image_suffix=args.image_suffix,
+            label_suffix=args.label_suffix,
+            id_encoding=args.id_encoding,
+            thing_classes=thing_classes,
+            **common,
         )
     if args.format == "labelme":
         return load_labelme_json(args.json_dir, args.image_root, thing_classes=args.classes, **common)

@@ -5,6 +5,7 @@ array; its crops need a few megabytes. ``CroppedBitMasks`` is a ``BitMasks`` tha
 and gives the same answers (``crop_and_resize``, boxes, areas); ``.tensor`` builds the dense
 array only when something asks for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,11 +33,11 @@ class MaskCrop:
     image_size: Tuple[int, int]
 
     @staticmethod
-    def empty(image_size: Tuple[int, int]) -> "MaskCrop":
+    def empty(image_size: Tuple[int, int]) -> MaskCrop:
         return MaskCrop(np.zeros((0, 0), dtype=bool), 0, 0, (int(image_size[0]), int(image_size[1])))
 
     @staticmethod
-    def from_array(mask: np.ndarray) -> "MaskCrop":
+    def from_array(mask: np.ndarray) -> MaskCrop:
         """The tight crop of a full (H, W) mask (nonzero = inside)."""
         mask = np.asarray(mask)
         if mask.ndim != 2:
@@ -49,7 +50,7 @@ class MaskCrop:
         return MaskCrop(mask[y0:y1, x0:x1] != 0, int(x0), int(y0), mask.shape)
 
     @staticmethod
-    def from_polygons(polygons: Sequence[np.ndarray], image_size: Tuple[int, int]) -> "MaskCrop":
+    def from_polygons(polygons: Sequence[np.ndarray], image_size: Tuple[int, int]) -> MaskCrop:
         """Rasterise one instance's polygons (flat ``[x0, y0, x1, y1, ...]``, absolute pixels)
         with COCO's rule, into a crop around their bounding box clipped to the image."""
         height, width = image_size
@@ -129,9 +130,7 @@ class CroppedBitMasks(BitMasks):
         self.crops: List[MaskCrop] = list(crops)
         for i, crop in enumerate(self.crops):
             if tuple(crop.image_size) != self.image_size:
-                raise ValueError(
-                    f"mask {i} belongs to a {crop.image_size} image, the others to {self.image_size}"
-                )
+                raise ValueError(f"mask {i} belongs to a {crop.image_size} image, the others to {self.image_size}")
 
     @property
     def tensor(self) -> torch.Tensor:  # type: ignore[override]
@@ -141,14 +140,14 @@ class CroppedBitMasks(BitMasks):
             dense[i, crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w] = crop.mask
         return torch.from_numpy(dense)
 
-    def to(self, *args, **kwargs) -> "CroppedBitMasks":
+    def to(self, *args, **kwargs) -> CroppedBitMasks:
         return self
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def __getitem__(self, item) -> "CroppedBitMasks":
+    def __getitem__(self, item) -> CroppedBitMasks:
         if isinstance(item, int):
             return CroppedBitMasks([self.crops[item]], self.image_size)
         if isinstance(item, slice):
@@ -204,7 +203,7 @@ class CroppedBitMasks(BitMasks):
         return out.to(boxes.device)
 
     @classmethod
-    def cat(cls, masks_list: List["CroppedBitMasks"]) -> "CroppedBitMasks":
+    def cat(cls, masks_list: List[CroppedBitMasks]) -> CroppedBitMasks:
         if not masks_list:
             raise ValueError("CroppedBitMasks.cat needs at least one CroppedBitMasks")
         return cls([c for m in masks_list for c in m.crops], masks_list[0].image_size)

@@ -1,5 +1,6 @@
 """``DatasetMapper``: one dataset dict in, one model input dict out, and the registry that
 lets the config pick a mapper (``cfg.INPUT.MAPPER_NAME``)."""
+
 from __future__ import annotations
 
 import logging
@@ -83,7 +84,9 @@ class DatasetMapper:
         if self.recompute_boxes and not self.use_instance_mask:
             raise ValueError("recompute_boxes needs instance masks (use_instance_mask=True)")
         if self.instance_mask_format not in utils.MASK_FORMATS:
-            raise ValueError(f"instance_mask_format must be one of {utils.MASK_FORMATS}, got {self.instance_mask_format!r}")
+            raise ValueError(
+                f"instance_mask_format must be one of {utils.MASK_FORMATS}, got {self.instance_mask_format!r}"
+            )
         self._bad_input = BadInputLog("DatasetMapper", current_policy(settings.get("on_bad_annotation")), logger)
         self.num_images = 0
         self.num_empty_instances_dropped = 0
@@ -130,7 +133,9 @@ class DatasetMapper:
         if self.num_images % _SUMMARY_EVERY == 0 and self.num_empty_instances_dropped:
             logger.info(
                 "DatasetMapper: %d instance(s) left empty by augmentation (cropped out or collapsed) "
-                "and dropped in %d images so far", self.num_empty_instances_dropped, self.num_images,
+                "and dropped in %d images so far",
+                self.num_empty_instances_dropped,
+                self.num_images,
             )
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -156,9 +161,13 @@ class DatasetMapper:
             try:
                 dataset_dict["instances"] = self._instances(dataset_dict, transforms, input_size, image_size)
             except (ValueError, TypeError) as e:
-                self._skip(BadAnnotationError(
-                    dataset_dict["file_name"], f"annotations of image id {dataset_dict.get('image_id')}", str(e),
-                    KIND_INVALID,
-                ))
+                self._skip(
+                    BadAnnotationError(
+                        dataset_dict["file_name"],
+                        f"annotations of image id {dataset_dict.get('image_id')}",
+                        str(e),
+                        KIND_INVALID,
+                    )
+                )
                 return None
         return dataset_dict

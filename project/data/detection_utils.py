@@ -1,6 +1,7 @@
 """Helpers of the dataset mapper, with Detectron2's names: reading images, building the
 augmentations from the config, moving annotations through transforms, and turning them into
 ``Instances``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from project.structures import BoxMode, Boxes, Instances, PolygonMasks
+from project.structures import Boxes, BoxMode, Instances, PolygonMasks
 
 from . import transforms as T
 from .bad_input import KIND_CORRUPT_IMAGE, KIND_MASK_SIZE, KIND_MISSING_IMAGE, BadAnnotationError
@@ -49,7 +50,11 @@ def convert_image_to_model_format(image: np.ndarray, format: str, source: str = 
     ``source`` names the image in errors."""
     if format not in IMAGE_FORMATS:
         raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {format!r}")
-    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+    if (
+        not isinstance(image, np.ndarray)
+        or image.ndim not in (2, 3)
+        or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))
+    ):
         got = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"{source}: expected an (H, W) or (H, W, C) image with C in 1, 3, 4; got {got}")
     image = scale_to_uint8(image)
@@ -77,7 +82,9 @@ def read_image(file_name: str, format: Optional[str] = "BGR") -> np.ndarray:
         raise BadAnnotationError(file_name, "image", "image file does not exist", KIND_MISSING_IMAGE) from None
     image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if data.size else None
     if image is None:
-        raise BadAnnotationError(file_name, "image", "cannot decode the image (corrupt or not an image)", KIND_CORRUPT_IMAGE)
+        raise BadAnnotationError(
+            file_name, "image", "cannot decode the image (corrupt or not an image)", KIND_CORRUPT_IMAGE
+        )
     if format == "RGB" and image.ndim == 3:
         image = image[:, :, 2::-1]
     return convert_image_to_model_format(image, format, source=file_name)
@@ -89,7 +96,8 @@ def check_image_size(dataset_dict: Mapping[str, Any], image: np.ndarray) -> None
     actual = image.shape[:2]
     if expected[0] is not None and expected[1] is not None and tuple(expected) != tuple(actual):
         raise BadAnnotationError(
-            dataset_dict["file_name"], f"image id {dataset_dict.get('image_id')}",
+            dataset_dict["file_name"],
+            f"image id {dataset_dict.get('image_id')}",
             f"the image is {actual[0]}x{actual[1]} (height x width) but its annotations say "
             f"{expected[0]}x{expected[1]}",
             KIND_MASK_SIZE,
@@ -236,7 +244,10 @@ def annotations_to_instances(
 
 
 def filter_empty_instances(
-    instances: Instances, by_box: bool = True, by_mask: bool = True, box_threshold: float = 1e-5,
+    instances: Instances,
+    by_box: bool = True,
+    by_mask: bool = True,
+    box_threshold: float = 1e-5,
     return_mask: bool = False,
 ) -> Union[Instances, Tuple[Instances, torch.Tensor]]:
     """Drop instances whose box is (nearly) empty or whose mask has no pixel; with

@@ -4,6 +4,7 @@ Encoding goes through pycocotools. Decoding one instance into its bounding-box c
 here in numpy: pycocotools can only decode into a full (H, W) array, which on a dense image
 (hundreds of nuclei on 600 x 1300 pixels) costs far more time and memory than the crops.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple, Union

@@ -1,5 +1,6 @@
 """Index samplers for training (infinite, seeded, split across processes) and inference
 (each process gets a contiguous shard)."""
+
 from __future__ import annotations
 
 import itertools
@@ -104,7 +105,9 @@ class RepeatFactorTrainingSampler(_InfiniteShardedSampler):
         for c, count in images_with.items():
             ratio = repeat_thresh / (count / num_images)
             factor[c] = max(1.0, math.sqrt(ratio) if sqrt else ratio)
-        return torch.tensor([max((factor[c] for c in classes), default=1.0) for classes in classes_of], dtype=torch.float32)
+        return torch.tensor(
+            [max((factor[c] for c in classes), default=1.0) for classes in classes_of], dtype=torch.float32
+        )
 
     def _epoch_indices(self, generator: torch.Generator) -> Iterable[int]:
         extra = torch.rand(len(self._frac_part), generator=generator) < self._frac_part

@@ -1,4 +1,5 @@
 """Running the model: the predictor for user code, training, and process launching."""
+
 from ..utils.events import (
     CommonMetricPrinter,
     EventStorage,

@@ -1,5 +1,6 @@
 """``DefaultTrainer``: the standard training run built from a config (model, optimizer,
 schedule, data, checkpoints, evaluation, logging), and ``default_setup`` for a process."""
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,9 @@ def default_setup(cfg: DictConfig) -> None:
     rank = comm.get_rank()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     setup_logger(cfg.OUTPUT_DIR, rank)
-    logger.info("Process %d of %d, torch %s, device %s", rank, comm.get_world_size(), torch.__version__, cfg.MODEL.DEVICE)
+    logger.info(
+        "Process %d of %d, torch %s, device %s", rank, comm.get_world_size(), torch.__version__, cfg.MODEL.DEVICE
+    )
     if comm.is_main_process():
         path = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE_NAME)
         save_config(cfg, path)
@@ -75,7 +78,12 @@ def synchronize_buffers(model: nn.Module) -> None:
 
 
 def _check_periods(cfg: DictConfig) -> None:
-    for key, minimum in (("SOLVER.MAX_ITER", 1), ("SOLVER.CHECKPOINT_PERIOD", 1), ("LOG_PERIOD", 1), ("TEST.EVAL_PERIOD", 0)):
+    for key, minimum in (
+        ("SOLVER.MAX_ITER", 1),
+        ("SOLVER.CHECKPOINT_PERIOD", 1),
+        ("LOG_PERIOD", 1),
+        ("TEST.EVAL_PERIOD", 0),
+    ):
         value = OmegaConf.select(cfg, key)
         if value < minimum:
             raise ValueError(f"{key}={value}; it must be at least {minimum}")
@@ -151,7 +159,9 @@ class DefaultTrainer(TrainerBase):
         elif len(rng_states) != comm.get_world_size():
             logger.warning(
                 "The checkpoint's RNG states are for %d processes, this run has %d; random streams "
-                "restart from the seed", len(rng_states), comm.get_world_size(),
+                "restart from the seed",
+                len(rng_states),
+                comm.get_world_size(),
             )
         else:
             restore_rng_state(rng_states[comm.get_rank()])
@@ -246,7 +256,9 @@ class DefaultTrainer(TrainerBase):
         return build_detection_test_loader(cfg, list(cfg.DATASETS.TEST), mapper=build_mapper(cfg, True))
 
     @classmethod
-    def build_evaluator(cls, cfg: DictConfig, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+    def build_evaluator(
+        cls, cfg: DictConfig, dataset_name: str, output_folder: Optional[str] = None
+    ) -> DatasetEvaluator:
         """COCO bbox (and segm, with masks) AP, up to ``TEST.DETECTIONS_PER_IMAGE`` detections
         per image; results in ``OUTPUT_DIR/inference/<dataset_name>``."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -264,7 +276,7 @@ class DefaultTrainer(TrainerBase):
         names = list(cfg.DATASETS.TEST)
         if evaluators is not None and len(evaluators) != len(names):
             raise ValueError(f"{len(evaluators)} evaluators given for {len(names)} datasets in DATASETS.TEST")
-        results: "OrderedDict[str, Any]" = OrderedDict()
+        results: OrderedDict[str, Any] = OrderedDict()
         for index, name in enumerate(names):
             # The loader first: loading a dataset completes its metadata, which evaluators read.
             data_loader = cls.build_test_loader(cfg, name)

@@ -1,5 +1,6 @@
 """Hooks for :class:`~.train_loop.TrainerBase`: timing, LR schedule, precise batch-norm
 statistics, checkpoints, evaluation, validation loss and metric writing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +78,8 @@ class IterationTimer(HookBase):
         if self._timed_iters:
             logger.info(
                 "Overall training speed: %d iterations in %s (%.4f s / it)",
-                self._timed_iters, datetime.timedelta(seconds=int(self._timed_seconds)),
+                self._timed_iters,
+                datetime.timedelta(seconds=int(self._timed_seconds)),
                 self._timed_seconds / self._timed_iters,
             )
         logger.info("Total training time: %s", datetime.timedelta(seconds=int(total)))
@@ -90,7 +92,9 @@ class LRScheduler(HookBase):
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler):
         self._optimizer = optimizer
         self._scheduler = scheduler
-        self._reported_group = max(range(len(optimizer.param_groups)), key=lambda i: len(optimizer.param_groups[i]["params"]))
+        self._reported_group = max(
+            range(len(optimizer.param_groups)), key=lambda i: len(optimizer.param_groups[i]["params"])
+        )
 
     def after_step(self) -> None:
         lr = self._optimizer.param_groups[self._reported_group]["lr"]
@@ -212,7 +216,8 @@ class BestCheckpointer(HookBase):
             if evaluated and not self._warned_missing:
                 logger.warning(
                     "BestCheckpointer: no metric '%s' in the evaluation results; available: %s",
-                    self._metric, sorted(evaluated),
+                    self._metric,
+                    sorted(evaluated),
                 )
                 self._warned_missing = True
             return
@@ -224,7 +229,9 @@ class BestCheckpointer(HookBase):
             logger.warning("BestCheckpointer: %s is NaN at iteration %d; not compared", self._metric, iteration)
             return
         if self._best is not None and not self._better(value, self._best):
-            logger.info("%s = %.4f at iteration %d does not beat the best, %.4f", self._metric, value, iteration, self._best)
+            logger.info(
+                "%s = %.4f at iteration %d does not beat the best, %.4f", self._metric, value, iteration, self._best
+            )
             return
         logger.info("New best %s = %.4f at iteration %d (previous: %s)", self._metric, value, iteration, self._best)
         self._best = value

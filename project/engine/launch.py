@@ -1,5 +1,6 @@
 """``launch``: run a function in one process per device, on one or several machines, joined
 by ``torch.distributed`` (NCCL on GPUs, gloo on CPUs); also works under ``torchrun``."""
+
 from __future__ import annotations
 
 import logging
@@ -64,11 +65,19 @@ def launch(
         if num_gpus_per_machine * num_machines > 1:
             logger.warning(
                 "Started by torchrun: ignoring num_gpus=%d / num_machines=%d, the job has %s processes",
-                num_gpus_per_machine, num_machines, os.environ["WORLD_SIZE"],
+                num_gpus_per_machine,
+                num_machines,
+                os.environ["WORLD_SIZE"],
             )
         _run_in_process_group(
-            main_func, args, backend, "env://", int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]),
-            int(os.environ["LOCAL_RANK"]), timeout,
+            main_func,
+            args,
+            backend,
+            "env://",
+            int(os.environ["WORLD_SIZE"]),
+            int(os.environ["RANK"]),
+            int(os.environ["LOCAL_RANK"]),
+            timeout,
         )
         return
     if num_gpus_per_machine < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
@@ -86,7 +95,8 @@ def launch(
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(
-            f"num_gpus={num_gpus_per_machine} processes per machine but only {torch.cuda.device_count()} GPUs are visible"
+            f"num_gpus={num_gpus_per_machine} processes per machine, but only "
+            f"{torch.cuda.device_count()} GPUs are visible"
         )
     mp.start_processes(
         _spawned_worker,
@@ -110,7 +120,12 @@ def _spawned_worker(
 ) -> None:
     rank = machine_rank * num_per_machine + local_rank
     os.environ.update(
-        {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(num_per_machine)}
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(local_rank),
+            "LOCAL_WORLD_SIZE": str(num_per_machine),
+        }
     )
     if backend != "nccl" and "OMP_NUM_THREADS" not in os.environ:
         # CPU processes share the cores instead of each starting one thread per core.

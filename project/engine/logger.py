@@ -1,4 +1,5 @@
 """Console and file logging for training and evaluation runs."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,9 @@ _DATE_FORMAT = "%m/%d %H:%M:%S"
 LOGGER_NAMES = ("project", "fvcore", "__main__")
 
 
-def setup_logger(output_dir: Optional[str] = None, distributed_rank: int = 0, level: int = logging.INFO) -> logging.Logger:
+def setup_logger(
+    output_dir: Optional[str] = None, distributed_rank: int = 0, level: int = logging.INFO
+) -> logging.Logger:
     """Send the project's log records to stdout (main process only) and, with ``output_dir``,
     to ``<output_dir>/log.txt`` (``log.txt.rank<r>`` for the other processes).
 

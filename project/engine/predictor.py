@@ -1,4 +1,5 @@
 """``DefaultPredictor``: run a trained model on images from user code, as in Detectron2."""
+
 from __future__ import annotations
 
 import copy
@@ -41,9 +42,7 @@ class DefaultPredictor:
 
     def _to_input(self, image: np.ndarray, index: int) -> Dict[str, object]:
         if not isinstance(image, np.ndarray):
-            raise TypeError(
-                f"image {index}: expected an (H, W, C) numpy array, got {type(image).__name__}"
-            )
+            raise TypeError(f"image {index}: expected an (H, W, C) numpy array, got {type(image).__name__}")
         image = convert_image_to_model_format(image, self.input_format, source=f"image {index}")
         height, width = image.shape[:2]
         resized, _ = apply_augmentations(self.augmentations, image)

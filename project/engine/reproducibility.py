@@ -4,6 +4,7 @@ The generators are Python's ``random``, NumPy's global one, torch's CPU generato
 CUDA is initialised, every CUDA device's. A captured state contains only tensors, numbers,
 strings and containers, so it is saved in checkpoints that load with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,7 +98,8 @@ def restore_rng_state(state: RNGState) -> None:
             logger.warning(
                 "The saved RNG state covers %d CUDA devices but %d are visible; CUDA generators "
                 "are restored only for the first min(both) devices",
-                len(cuda_states), torch.cuda.device_count(),
+                len(cuda_states),
+                torch.cuda.device_count(),
             )
         for device, device_state in enumerate(cuda_states[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(device_state, device)

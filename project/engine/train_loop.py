@@ -1,6 +1,7 @@
 """The training loop: ``TrainerBase`` runs iterations between hooks; ``SimpleTrainer`` makes
 one iteration of data -> losses -> backward -> optimizer step, with AMP, gradient accumulation
 and gradient clipping."""
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,7 @@ class HookBase:
     ``after_step`` so that ``before_step`` stays negligible (timers rely on it).
     """
 
-    trainer: "TrainerBase"
+    trainer: TrainerBase
 
     def before_train(self) -> None:
         pass

@@ -1,4 +1,5 @@
 """Evaluation: the evaluator protocol, COCO AP, and running a model over a dataset."""
+
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
 from .testing import print_csv_format

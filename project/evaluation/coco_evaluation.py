@@ -1,4 +1,5 @@
 """``COCOEvaluator``: COCO bbox and mask AP of instance predictions on a registered dataset."""
+
 from __future__ import annotations
 
 import collections
@@ -129,7 +130,8 @@ class COCOEvaluator(DatasetEvaluator):
         if json_file:
             logger.warning(
                 "dataset '%s': metadata json_file %s does not exist; converting the registered dataset instead",
-                self._dataset_name, json_file,
+                self._dataset_name,
+                json_file,
             )
         if self._output_dir is None:
             raise ValueError(
@@ -182,8 +184,10 @@ class COCOEvaluator(DatasetEvaluator):
         tasks = self._tasks or self._tasks_from_results(coco_results)
         logger.info(
             "Evaluating %s on %d images with %s (max %d detections per image)",
-            "/".join(tasks), len(predictions),
-            "faster-coco-eval" if self._use_fast_impl else "pycocotools", self._max_dets_per_image,
+            "/".join(tasks),
+            len(predictions),
+            "faster-coco-eval" if self._use_fast_impl else "pycocotools",
+            self._max_dets_per_image,
         )
         results: Dict[str, Any] = OrderedDict()
         for task in tasks:
@@ -210,7 +214,9 @@ class COCOEvaluator(DatasetEvaluator):
         if len(counts) < len(gt_ids):
             logger.warning(
                 "COCOEvaluator: only %d of the %d ground-truth images were processed; the others count as "
-                "images without detections", len(counts), len(gt_ids),
+                "images without detections",
+                len(counts),
+                len(gt_ids),
             )
 
     def _to_dataset_id(self, class_id: int) -> int:

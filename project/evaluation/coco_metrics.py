@@ -6,6 +6,7 @@ pycocotools' ``COCOeval.summarize()`` looks AP up at ``maxDets == 100``; with a 
 ``eval["precision"][iou, recall, category, area, maxdet]`` over its valid (> -1) entries, taken at
 the index of the requested limit.
 """
+
 from __future__ import annotations
 
 import contextlib

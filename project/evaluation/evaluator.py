@@ -1,5 +1,6 @@
 """The evaluator protocol (``reset`` / ``process`` / ``evaluate``) and ``inference_on_dataset``,
 which runs a model over a data loader and feeds an evaluator, with Detectron2's semantics."""
+
 from __future__ import annotations
 
 import datetime
@@ -54,10 +55,10 @@ class DatasetEvaluators(DatasetEvaluator):
         for evaluator in self._evaluators:
             evaluator.process(inputs, outputs)
 
-    def evaluate(self) -> "OrderedDict[str, Any]":
+    def evaluate(self) -> OrderedDict[str, Any]:
         """Union of the evaluators' results (on the main process); two evaluators reporting the
         same task is an error."""
-        results: "OrderedDict[str, Any]" = OrderedDict()
+        results: OrderedDict[str, Any] = OrderedDict()
         for evaluator in self._evaluators:
             result = evaluator.evaluate()
             if not is_main_process() or result is None:
@@ -109,7 +110,8 @@ def inference_on_dataset(
     total_batches = len(data_loader) if hasattr(data_loader, "__len__") else None  # type: ignore[arg-type]
     logger.info(
         "Start inference on %s batches on %d process(es)",
-        total_batches if total_batches is not None else "an unknown number of", get_world_size(),
+        total_batches if total_batches is not None else "an unknown number of",
+        get_world_size(),
     )
     num_warmup = min(5, total_batches - 1) if total_batches else 5
 
@@ -148,8 +150,11 @@ def inference_on_dataset(
                     eta = f", ETA {datetime.timedelta(seconds=int(remaining_s))}"
                 logger.info(
                     "Inference done %d/%s batches: %.4f s/img (model %.4f s/img)%s",
-                    num_batches, total_batches if total_batches is not None else "?",
-                    seconds_per_image, compute_time / timed_images, eta,
+                    num_batches,
+                    total_batches if total_batches is not None else "?",
+                    seconds_per_image,
+                    compute_time / timed_images,
+                    eta,
                 )
 
     total_time = time.perf_counter() - start_time
@@ -157,8 +162,12 @@ def inference_on_dataset(
         logger.info(
             "Total inference time: %s for %d images after %d warm-up batches "
             "(%.6f s/img per process, model alone %.6f s/img, on %d process(es))",
-            datetime.timedelta(seconds=int(total_time)), timed_images, num_warmup,
-            total_time / timed_images, compute_time / timed_images, get_world_size(),
+            datetime.timedelta(seconds=int(total_time)),
+            timed_images,
+            num_warmup,
+            total_time / timed_images,
+            compute_time / timed_images,
+            get_world_size(),
         )
     else:
         logger.info("Inference on %d images finished (too few batches to time after warm-up)", num_images)

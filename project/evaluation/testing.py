@@ -1,4 +1,5 @@
 """Printing evaluation results: small metric tables and Detectron2's ``copypaste`` CSV lines."""
+
 from __future__ import annotations
 
 import itertools

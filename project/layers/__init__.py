@@ -1,4 +1,5 @@
 """Building blocks shared by the model's components."""
+
 from .batch_norm import FrozenBatchNorm2d, get_norm
 from .roi_align import roi_align
 from .shape_spec import ShapeSpec

@@ -1,4 +1,5 @@
 """Normalisation layers and ``get_norm``, which builds one from a config string."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Union

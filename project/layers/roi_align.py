@@ -6,6 +6,7 @@ the kernel on disjoint channel groups in parallel threads gives bit-identical re
 group's accumulation order is the one the single call would use. On CUDA, under CPU autocast,
 and with one thread, ``roi_align`` is torchvision's op unchanged.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ import torch
 from torchvision.ops import roi_align as torchvision_roi_align  # also registers torch.ops.torchvision
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roi_align")
 
@@ -58,8 +59,17 @@ class _ChannelParallelROIAlign(torch.autograd.Function):
         def scatter(channels: slice) -> torch.Tensor:
             grad = grad_output[:, channels]
             return torch.ops.torchvision._roi_align_backward(
-                grad, rois, spatial_scale, output_size[0], output_size[1],
-                n, grad.shape[1], h, w, sampling_ratio, aligned,
+                grad,
+                rois,
+                spatial_scale,
+                output_size[0],
+                output_size[1],
+                n,
+                grad.shape[1],
+                h,
+                w,
+                sampling_ratio,
+                aligned,
             )
 
         return _over_channel_groups(scatter, ctx.groups), None, None, None, None, None, None

@@ -1,4 +1,5 @@
 """``ShapeSpec``: what a module tells its consumers about one of its outputs."""
+
 from dataclasses import dataclass
 from typing import Optional
 

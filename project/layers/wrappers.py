@@ -1,4 +1,5 @@
 """Thin wrappers around torch layers and ops used throughout the model."""
+
 from __future__ import annotations
 
 from typing import Callable, List, Optional

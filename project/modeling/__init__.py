@@ -2,6 +2,7 @@
 
 Importing this package registers every built-in component by name.
 """
+
 from .backbone import Backbone, build_backbone
 from .meta_arch import GeneralizedRCNN, build_model
 from .proposal_generator import build_proposal_generator

@@ -4,6 +4,7 @@ Choosing ``MODEL.ANCHOR_GENERATOR`` for a new kind of data (small nuclei, long r
 comes down to one question: how many ground-truth boxes have an anchor the RPN will label
 foreground? These functions answer it for real boxes, with the model's own anchor generator.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,9 @@ from torch import nn
 from ..structures import Boxes, pairwise_iou
 
 
-def feature_grid_sizes(image_size: Tuple[int, int], strides: Sequence[int], size_divisibility: int) -> List[Tuple[int, int]]:
+def feature_grid_sizes(
+    image_size: Tuple[int, int], strides: Sequence[int], size_divisibility: int
+) -> List[Tuple[int, int]]:
     """(height, width) of each feature map for an input of ``image_size`` (h, w) pixels, after
     the batch is padded to a multiple of ``size_divisibility`` (0: no padding)."""
     height, width = image_size

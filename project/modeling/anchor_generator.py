@@ -54,8 +54,7 @@ def per_level_values(values: Sequence, num_levels: int, key: str) -> List[List[f
         for v in level_values:
             if not _is_number(v) or not math.isfinite(v) or v <= 0:
                 raise ValueError(
-                    f"{name} for feature map {level} must hold positive finite numbers, "
-                    f"got {v!r} in {values!r}"
+                    f"{name} for feature map {level} must hold positive finite numbers, got {v!r} in {values!r}"
                 )
     return [[float(v) for v in level_values] for level_values in per_level]
 
@@ -135,8 +134,7 @@ class DefaultAnchorGenerator(nn.Module):
         row-major by location, then by cell anchor; XYXY in input-image pixels."""
         if len(features) != len(self.strides):
             raise ValueError(
-                f"DefaultAnchorGenerator was built for {len(self.strides)} feature maps, "
-                f"got {len(features)}"
+                f"DefaultAnchorGenerator was built for {len(self.strides)} feature maps, got {len(features)}"
             )
         anchors = []
         for feature, stride, cell in zip(features, self.strides, self.cell_anchors):

@@ -1,4 +1,5 @@
 """``Box2BoxTransform``: the (dx, dy, dw, dh) box-delta parameterisation of R-CNN."""
+
 from __future__ import annotations
 
 import math

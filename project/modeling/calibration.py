@@ -6,6 +6,7 @@ in train mode gives statistics that keep activations well scaled; folding them i
 gives a deterministic model with realistic feature maps, usable where no trained checkpoint
 can be downloaded (parity checks, benchmarks).
 """
+
 from __future__ import annotations
 
 import copy

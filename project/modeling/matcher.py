@@ -1,4 +1,5 @@
 """``Matcher``: assigns each prediction (anchor or proposal) to its best ground-truth box."""
+
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
@@ -15,9 +16,7 @@ class Matcher:
     become foreground even below the top threshold, as in Faster R-CNN's RPN.
     """
 
-    def __init__(
-        self, thresholds: Sequence[float], labels: Sequence[int], allow_low_quality_matches: bool = False
-    ):
+    def __init__(self, thresholds: Sequence[float], labels: Sequence[int], allow_low_quality_matches: bool = False):
         thresholds = list(thresholds)
         if any(a > b for a, b in zip(thresholds[:-1], thresholds[1:])):
             raise ValueError(f"Matcher thresholds must be sorted, got {thresholds}")

@@ -1,4 +1,5 @@
 """``ROIPooler``: RoIAlign over a feature pyramid, each box read from the level that fits its size."""
+
 from __future__ import annotations
 
 import math

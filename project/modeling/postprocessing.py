@@ -1,4 +1,5 @@
 """Mapping detections from the resized network input back to the original image."""
+
 from __future__ import annotations
 
 from ..structures import Instances, paste_masks_in_image

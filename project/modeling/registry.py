@@ -8,6 +8,7 @@ A component registers itself with a decorator and is then chosen by name in the 
 
     cfg.MODEL.ROI_MASK_HEAD.NAME = "MyMaskHead"
 """
+
 from fvcore.common.registry import Registry
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
@@ -15,14 +16,12 @@ META_ARCH_REGISTRY.__doc__ = "Whole models, called as ``cls(cfg)``; chosen by MO
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = (
-    "Backbone builders, called as ``fn(cfg, input_shape)`` and returning a ``Backbone``; "
-    "chosen by MODEL.BACKBONE.NAME."
+    "Backbone builders, called as ``fn(cfg, input_shape)`` and returning a ``Backbone``; chosen by MODEL.BACKBONE.NAME."
 )
 
 PROPOSAL_GENERATOR_REGISTRY = Registry("PROPOSAL_GENERATOR")
 PROPOSAL_GENERATOR_REGISTRY.__doc__ = (
-    "Proposal generators, called as ``cls(cfg, input_shape)``; chosen by "
-    "MODEL.PROPOSAL_GENERATOR.NAME."
+    "Proposal generators, called as ``cls(cfg, input_shape)``; chosen by MODEL.PROPOSAL_GENERATOR.NAME."
 )
 
 RPN_HEAD_REGISTRY = Registry("RPN_HEAD")
@@ -37,11 +36,7 @@ ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
 ROI_HEADS_REGISTRY.__doc__ = "ROI heads, called as ``cls(cfg, input_shape)``; chosen by MODEL.ROI_HEADS.NAME."
 
 ROI_BOX_HEAD_REGISTRY = Registry("ROI_BOX_HEAD")
-ROI_BOX_HEAD_REGISTRY.__doc__ = (
-    "Box heads, called as ``cls(cfg, input_shape)``; chosen by MODEL.ROI_BOX_HEAD.NAME."
-)
+ROI_BOX_HEAD_REGISTRY.__doc__ = "Box heads, called as ``cls(cfg, input_shape)``; chosen by MODEL.ROI_BOX_HEAD.NAME."
 
 ROI_MASK_HEAD_REGISTRY = Registry("ROI_MASK_HEAD")
-ROI_MASK_HEAD_REGISTRY.__doc__ = (
-    "Mask heads, called as ``cls(cfg, input_shape)``; chosen by MODEL.ROI_MASK_HEAD.NAME."
-)
+ROI_MASK_HEAD_REGISTRY.__doc__ = "Mask heads, called as ``cls(cfg, input_shape)``; chosen by MODEL.ROI_MASK_HEAD.NAME."

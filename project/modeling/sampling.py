@@ -1,4 +1,5 @@
 """Sampling a fixed-size, class-balanced minibatch of predictions for the losses."""
+
 from __future__ import annotations
 
 from typing import Tuple

@@ -1,4 +1,5 @@
 """``build_optimizer`` (SGD with per-group weight decay and LR) and ``build_gradient_clipper``."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -98,9 +99,7 @@ def build_gradient_clipper(cfg) -> Optional[GradientClipper]:
     if not clip.ENABLED:
         return None
     if clip.CLIP_TYPE not in CLIP_TYPES:
-        raise ValueError(
-            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip.CLIP_TYPE!r}; expected one of {list(CLIP_TYPES)}"
-        )
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={clip.CLIP_TYPE!r}; expected one of {list(CLIP_TYPES)}")
     if clip.CLIP_VALUE <= 0:
         raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive, got {clip.CLIP_VALUE}")
     max_value, norm_type = float(clip.CLIP_VALUE), float(clip.NORM_TYPE)

@@ -3,6 +3,7 @@
 A schedule is a function of training progress ``t = iteration / MAX_ITER`` in [0, 1] giving a
 multiplier; every parameter group's LR is its initial LR times that multiplier.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,8 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
         if len(steps) != len(solver.STEPS):
             logger.warning(
                 "SOLVER.STEPS %s has values at or beyond SOLVER.MAX_ITER=%d; they are ignored",
-                list(solver.STEPS), max_iter,
+                list(solver.STEPS),
+                max_iter,
             )
         schedule: ParamScheduler = MultiStepParamScheduler(
             values=[solver.GAMMA**k for k in range(len(steps) + 1)],

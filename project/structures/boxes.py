@@ -1,4 +1,5 @@
 """Axis-aligned boxes: ``BoxMode`` conversions, the ``Boxes`` container and pairwise IoU."""
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -17,7 +18,7 @@ class BoxMode(IntEnum):
     XYWH_ABS = 1  # (x0, y0, width, height) in absolute pixels, as in COCO JSON
 
     @staticmethod
-    def convert(box: RawBox, from_mode: "BoxMode", to_mode: "BoxMode") -> RawBox:
+    def convert(box: RawBox, from_mode: BoxMode, to_mode: BoxMode) -> RawBox:
         """Convert one box (4 numbers) or an Nx4 array/tensor between modes.
 
         Returns the same kind of object it was given (list, tuple, ndarray or tensor).
@@ -60,10 +61,10 @@ class Boxes:
             raise ValueError(f"Boxes needs an Nx4 tensor, got shape {tuple(tensor.shape)}")
         self.tensor = tensor
 
-    def clone(self) -> "Boxes":
+    def clone(self) -> Boxes:
         return Boxes(self.tensor.clone())
 
-    def to(self, device: torch.device | str) -> "Boxes":
+    def to(self, device: torch.device | str) -> Boxes:
         return Boxes(self.tensor.to(device))
 
     @property
@@ -105,7 +106,7 @@ class Boxes:
         b = self.tensor
         return (b[:, 0] >= -t) & (b[:, 1] >= -t) & (b[:, 2] < w + t) & (b[:, 3] < h + t)
 
-    def __getitem__(self, item) -> "Boxes":
+    def __getitem__(self, item) -> Boxes:
         if isinstance(item, int):
             return Boxes(self.tensor[item].view(1, -1))
         return Boxes(self.tensor[item])
@@ -120,7 +121,7 @@ class Boxes:
         return f"Boxes({self.tensor})"
 
     @classmethod
-    def cat(cls, boxes_list: List["Boxes"]) -> "Boxes":
+    def cat(cls, boxes_list: List[Boxes]) -> Boxes:
         if not boxes_list:
             return cls(torch.empty(0, 4))
         return cls(torch.cat([b.tensor for b in boxes_list], dim=0))

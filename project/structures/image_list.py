@@ -1,4 +1,5 @@
 """``ImageList``: a batch of differently sized images padded into one tensor."""
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -23,7 +24,7 @@ class ImageList:
         h, w = self.image_sizes[idx]
         return self.tensor[idx, ..., :h, :w]
 
-    def to(self, *args, **kwargs) -> "ImageList":
+    def to(self, *args, **kwargs) -> ImageList:
         return ImageList(self.tensor.to(*args, **kwargs), self.image_sizes)
 
     @property
@@ -31,9 +32,7 @@ class ImageList:
         return self.tensor.device
 
     @staticmethod
-    def from_tensors(
-        tensors: List[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0
-    ) -> "ImageList":
+    def from_tensors(tensors: List[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0) -> ImageList:
         """Pad (C, H, W) tensors to the largest H and W, rounded up to ``size_divisibility``."""
         if not tensors:
             raise ValueError("ImageList.from_tensors needs at least one image")

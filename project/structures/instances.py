@@ -1,4 +1,5 @@
 """``Instances``: per-image detections or annotations as named fields of equal length."""
+
 from __future__ import annotations
 
 import itertools
@@ -53,14 +54,14 @@ class Instances:
     def get_fields(self) -> Dict[str, Any]:
         return self._fields
 
-    def to(self, *args: Any, **kwargs: Any) -> "Instances":
+    def to(self, *args: Any, **kwargs: Any) -> Instances:
         """A copy with every field that has ``.to`` moved (device and/or dtype)."""
         out = Instances(self._image_size)
         for k, v in self._fields.items():
             out.set(k, v.to(*args, **kwargs) if hasattr(v, "to") else v)
         return out
 
-    def __getitem__(self, item) -> "Instances":
+    def __getitem__(self, item) -> Instances:
         if isinstance(item, int):
             if item >= len(self) or item < -len(self):
                 raise IndexError("Instances index out of range!")
@@ -87,7 +88,7 @@ class Instances:
         raise NotImplementedError("`Instances` object is not iterable!")
 
     @staticmethod
-    def cat(instance_lists: List["Instances"]) -> "Instances":
+    def cat(instance_lists: List[Instances]) -> Instances:
         """Concatenate instances of the same image size, field by field."""
         if not instance_lists:
             raise ValueError("Instances.cat needs at least one Instances")

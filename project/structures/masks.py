@@ -1,5 +1,6 @@
 """Instance masks: ``BitMasks`` (dense), ``PolygonMasks`` (COCO polygons) and pasting of
 predicted fixed-size masks into full images."""
+
 from __future__ import annotations
 
 from typing import Iterator, List, Sequence, Tuple, Union
@@ -42,14 +43,14 @@ class BitMasks:
         self.tensor = tensor
         self.image_size = tuple(tensor.shape[1:])
 
-    def to(self, *args, **kwargs) -> "BitMasks":
+    def to(self, *args, **kwargs) -> BitMasks:
         return BitMasks(self.tensor.to(*args, **kwargs))
 
     @property
     def device(self) -> torch.device:
         return self.tensor.device
 
-    def __getitem__(self, item) -> "BitMasks":
+    def __getitem__(self, item) -> BitMasks:
         if isinstance(item, int):
             return BitMasks(self.tensor[item].unsqueeze(0))
         return BitMasks(self.tensor[item])
@@ -93,14 +94,14 @@ class BitMasks:
         return out.squeeze(1) >= 0.5
 
     @staticmethod
-    def from_polygon_masks(polygon_masks: "PolygonMasks", height: int, width: int) -> "BitMasks":
+    def from_polygon_masks(polygon_masks: PolygonMasks, height: int, width: int) -> BitMasks:
         masks = [polygons_to_bitmask(p, height, width) for p in polygon_masks.polygons]
         if not masks:
             return BitMasks(torch.zeros(0, height, width, dtype=torch.bool))
         return BitMasks(torch.from_numpy(np.stack(masks)))
 
     @classmethod
-    def cat(cls, masks_list: List["BitMasks"]) -> "BitMasks":
+    def cat(cls, masks_list: List[BitMasks]) -> BitMasks:
         return cls(torch.cat([m.tensor for m in masks_list], dim=0))
 
 
@@ -120,14 +121,14 @@ class PolygonMasks:
                 converted.append(arr)
             self.polygons.append(converted)
 
-    def to(self, *args, **kwargs) -> "PolygonMasks":
+    def to(self, *args, **kwargs) -> PolygonMasks:
         return self
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def __getitem__(self, item) -> "PolygonMasks":
+    def __getitem__(self, item) -> PolygonMasks:
         if isinstance(item, int):
             return PolygonMasks([self.polygons[item]])
         if isinstance(item, slice):
@@ -183,7 +184,7 @@ class PolygonMasks:
         return torch.from_numpy(out).to(boxes.device)
 
     @classmethod
-    def cat(cls, masks_list: List["PolygonMasks"]) -> "PolygonMasks":
+    def cat(cls, masks_list: List[PolygonMasks]) -> PolygonMasks:
         return cls([p for m in masks_list for p in m.polygons])
 
 
@@ -214,9 +215,7 @@ def paste_masks_in_image(
         bx0, by0, bx1, by1 = boxes[i]
         xs = (torch.arange(x0, x1, device=masks.device, dtype=torch.float32) + 0.5 - bx0) / (bx1 - bx0) * 2 - 1
         ys = (torch.arange(y0, y1, device=masks.device, dtype=torch.float32) + 0.5 - by0) / (by1 - by0) * 2 - 1
-        grid = torch.stack(
-            [xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=-1
-        )
+        grid = torch.stack([xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=-1)
         pasted = F.grid_sample(masks[i][None, None].to(torch.float32), grid[None], align_corners=False)
         out[i, y0:y1, x0:x1] = pasted[0, 0] >= threshold
     return out

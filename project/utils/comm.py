@@ -4,6 +4,7 @@ Without an initialised group every helper behaves as in a single process: world 
 0, gathers return ``[obj]``, barriers return at once. Python objects always travel over a gloo
 (CPU) group, so gathering metrics or predictions never takes GPU memory under NCCL.
 """
+
 from __future__ import annotations
 
 import os
@@ -103,4 +104,3 @@ def reduce_dict(values: Dict[str, torch.Tensor], average: bool = True) -> Dict[s
         if average and is_main_process():
             stacked /= world_size
     return dict(zip(names, stacked))
-

@@ -4,6 +4,7 @@
 Inside ``with EventStorage(start_iter) as storage:`` any code can call
 ``get_event_storage().put_scalar("name", value)``; the value is recorded at ``storage.iter``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -19,17 +20,17 @@ from fvcore.common.history_buffer import HistoryBuffer
 
 logger = logging.getLogger(__name__)
 
-_STORAGE_STACK: List["EventStorage"] = []
+_STORAGE_STACK: List[EventStorage] = []
 
 
-def get_event_storage() -> "EventStorage":
+def get_event_storage() -> EventStorage:
     """The innermost ``EventStorage`` currently open (raises outside any)."""
     if not _STORAGE_STACK:
         raise RuntimeError("get_event_storage() has to be called inside a 'with EventStorage(...)' block")
     return _STORAGE_STACK[-1]
 
 
-def current_event_storage() -> Optional["EventStorage"]:
+def current_event_storage() -> Optional[EventStorage]:
     """The innermost open ``EventStorage``, or None outside any: model code reports its
     training statistics through this, so that a model trained by user code needs none."""
     return _STORAGE_STACK[-1] if _STORAGE_STACK else None
@@ -82,7 +83,7 @@ class EventStorage:
             for name, (value, iteration) in self._latest.items()
         }
 
-    def __enter__(self) -> "EventStorage":
+    def __enter__(self) -> EventStorage:
         _STORAGE_STACK.append(self)
         return self
 

@@ -40,9 +40,7 @@ from project.layers import Conv2d, FrozenBatchNorm2d
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1) -> Conv2d:
-    return Conv2d(
-        in_channels, out_channels, kernel_size, bias=False, norm=FrozenBatchNorm2d(out_channels)
-    )
+    return Conv2d(in_channels, out_channels, kernel_size, bias=False, norm=FrozenBatchNorm2d(out_channels))
 
 
 class _Bottleneck(nn.Module):
@@ -93,9 +91,7 @@ def tiny_mask_rcnn(num_classes: int = 80, width: int = 4) -> nn.Module:
             )
         ),
         roi_heads=_module(
-            box_head=_module(
-                fc1=nn.Linear(fpn_channels * 4, hidden), fc2=nn.Linear(hidden, hidden)
-            ),
+            box_head=_module(fc1=nn.Linear(fpn_channels * 4, hidden), fc2=nn.Linear(hidden, hidden)),
             box_predictor=_module(
                 cls_score=nn.Linear(hidden, num_classes + 1),
                 bbox_pred=nn.Linear(hidden, 4 * num_classes),
@@ -332,8 +328,7 @@ def test_msra_caffe2_names_convert_and_load(tmp_path, caplog, layout):
     affine_keys = [
         key
         for key in expected
-        if key.startswith("backbone.bottom_up.")
-        and not key.endswith(("running_mean", "running_var"))
+        if key.startswith("backbone.bottom_up.") and not key.endswith(("running_mean", "running_var"))
     ]
     assert_tensors_equal(target, expected, affine_keys)
     # Caffe2 affine BN: statistics keep FrozenBN's defaults, so the layer scales by exactly weight.
@@ -370,26 +365,14 @@ def test_detectron1_detection_pkl_moves_background_class(tmp_path):
     state = {key: value.numpy() for key, value in target.state_dict().items()}
     predictor = "roi_heads.box_predictor"
     # Caffe2 has background at row 0; Detectron2 wants it last and has no background deltas.
-    np.testing.assert_array_equal(
-        state[f"{predictor}.cls_score.weight"][-1], blobs["cls_score_w"][0]
-    )
-    np.testing.assert_array_equal(
-        state[f"{predictor}.cls_score.weight"][:-1], blobs["cls_score_w"][1:]
-    )
+    np.testing.assert_array_equal(state[f"{predictor}.cls_score.weight"][-1], blobs["cls_score_w"][0])
+    np.testing.assert_array_equal(state[f"{predictor}.cls_score.weight"][:-1], blobs["cls_score_w"][1:])
     np.testing.assert_array_equal(state[f"{predictor}.cls_score.bias"][-1], blobs["cls_score_b"][0])
     np.testing.assert_array_equal(state[f"{predictor}.bbox_pred.weight"], blobs["bbox_pred_w"][4:])
-    np.testing.assert_array_equal(
-        state["roi_heads.mask_head.predictor.weight"], blobs["mask_fcn_logits_w"][1:]
-    )
-    np.testing.assert_array_equal(
-        state["roi_heads.mask_head.mask_fcn1.weight"], blobs["_[mask]_fcn1_w"]
-    )
-    np.testing.assert_array_equal(
-        state["proposal_generator.rpn_head.conv.weight"], blobs["conv_rpn_fpn2_w"]
-    )
-    np.testing.assert_array_equal(
-        state["backbone.fpn_lateral2.weight"], blobs["fpn_inner_res2_0_sum_lateral_w"]
-    )
+    np.testing.assert_array_equal(state["roi_heads.mask_head.predictor.weight"], blobs["mask_fcn_logits_w"][1:])
+    np.testing.assert_array_equal(state["roi_heads.mask_head.mask_fcn1.weight"], blobs["_[mask]_fcn1_w"])
+    np.testing.assert_array_equal(state["proposal_generator.rpn_head.conv.weight"], blobs["conv_rpn_fpn2_w"])
+    np.testing.assert_array_equal(state["backbone.fpn_lateral2.weight"], blobs["fpn_inner_res2_0_sum_lateral_w"])
     np.testing.assert_array_equal(state["roi_heads.box_head.fc1.weight"], blobs["fc6_w"])
 
 
@@ -451,9 +434,7 @@ def test_save_then_resume_restores_model_optimizer_scheduler_and_iteration(tmp_p
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
 
     model2, optimizer2, scheduler2 = build()
-    checkpointer = DetectionCheckpointer(
-        model2, str(tmp_path), optimizer=optimizer2, scheduler=scheduler2
-    )
+    checkpointer = DetectionCheckpointer(model2, str(tmp_path), optimizer=optimizer2, scheduler=scheduler2)
     extra = checkpointer.resume_or_load("unused.pkl", resume=True)
 
     assert extra == {"iteration": 9}
@@ -469,9 +450,7 @@ def test_save_then_resume_restores_model_optimizer_scheduler_and_iteration(tmp_p
 def test_matching_heuristics_query_on_a_pth_path(tmp_path):
     source = randomized(tiny_mask_rcnn())
     relative = {
-        key[len("roi_heads.") :]: value
-        for key, value in source.state_dict().items()
-        if key.startswith("roi_heads.")
+        key[len("roi_heads.") :]: value for key, value in source.state_dict().items() if key.startswith("roi_heads.")
     }
     path = str(tmp_path / "heads.pth")
     torch.save({"model": relative}, path)
@@ -489,9 +468,7 @@ def test_matching_heuristics_query_on_a_pth_path(tmp_path):
 
 def test_class_count_mismatch_keeps_fresh_heads_and_warns(tmp_path, caplog):
     coco = randomized(tiny_mask_rcnn(num_classes=80))
-    path = write_pickle(
-        tmp_path / "coco.pkl", {"model": as_numpy(coco.state_dict()), "__author__": "Detectron2"}
-    )
+    path = write_pickle(tmp_path / "coco.pkl", {"model": as_numpy(coco.state_dict()), "__author__": "Detectron2"})
     target = tiny_mask_rcnn(num_classes=1)
     fresh = snapshot(target)
     checkpointer = DetectionCheckpointer(target)
@@ -512,8 +489,7 @@ def test_class_count_mismatch_keeps_fresh_heads_and_warns(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for key, (checkpoint_shape, model_shape) in heads.items():
         assert any(
-            key in w and str(checkpoint_shape) in w and str(model_shape) in w and "classes" in w
-            for w in warnings
+            key in w and str(checkpoint_shape) in w and str(model_shape) in w and "classes" in w for w in warnings
         ), key
     assert sorted(k for k, _, _ in checkpointer.last_load_report.incorrect_shapes) == sorted(heads)
 
@@ -575,9 +551,7 @@ def test_checkpoint_of_another_architecture_is_refused_before_loading(tmp_path):
 
 def test_backbone_shape_mismatch_is_refused_and_nothing_is_loaded(tmp_path):
     wider = randomized(tiny_mask_rcnn(width=8))
-    path = write_pickle(
-        tmp_path / "wide.pkl", {"model": as_numpy(wider.state_dict()), "__author__": "x"}
-    )
+    path = write_pickle(tmp_path / "wide.pkl", {"model": as_numpy(wider.state_dict()), "__author__": "x"})
     target = tiny_mask_rcnn(width=4)
     before = snapshot(target)
 
@@ -586,10 +560,7 @@ def test_backbone_shape_mismatch_is_refused_and_nothing_is_loaded(tmp_path):
 
     message = str(raised.value)
     assert path in message
-    assert (
-        "backbone.bottom_up.stem.conv1.weight: (8, 3, 7, 7) in checkpoint vs (4, 3, 7, 7)"
-        in message
-    )
+    assert "backbone.bottom_up.stem.conv1.weight: (8, 3, 7, 7) in checkpoint vs (4, 3, 7, 7)" in message
     assert_tensors_equal(target, before, before)
 
 

@@ -1,4 +1,5 @@
 """Command-line override keys checked against the schema, with the valid keys in the message."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Bad input, each case in "skip" and "error" mode: the message names the file and the
 annotation (or image); skipping drops the item and reports how many were skipped."""
+
 from __future__ import annotations
 
 import itertools
@@ -56,7 +57,10 @@ mask_30x60[2:5, 2:5] = True
 BAD_ANNOTATIONS = {
     "short polygon": ({"bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 5]]}, "polygon has 2 point"),
     "box outside": ({"bbox": [50, 5, 30, 10], "segmentation": [[50, 5, 59, 5, 59, 14]]}, "lies outside the 60x40"),
-    "mask size": ({"bbox": [2, 2, 3, 3], "segmentation": encode_mask(mask_30x60)}, "mask is 30x60 (height x width) but its image is 40x60"),
+    "mask size": (
+        {"bbox": [2, 2, 3, 3], "segmentation": encode_mask(mask_30x60)},
+        "mask is 30x60 (height x width) but its image is 40x60",
+    ),
 }
 
 
@@ -65,7 +69,7 @@ def test_bad_annotation_is_skipped_and_counted(tmp_path, caplog, case):
     bad, reason = BAD_ANNOTATIONS[case]
     json_file = coco_file(tmp_path, bad)
     with caplog.at_level(logging.WARNING):
-        d, = load_coco_json(str(json_file), str(tmp_path), on_bad_annotation="skip")
+        (d,) = load_coco_json(str(json_file), str(tmp_path), on_bad_annotation="skip")
     assert len(d["annotations"]) == 2
     assert str(json_file) in caplog.text and "annotation id 42" in caplog.text and reason in caplog.text
     assert "skipped 1 bad item(s)" in caplog.text
@@ -84,7 +88,7 @@ def test_bad_annotation_fails_in_error_mode(tmp_path, case):
 def test_only_the_short_polygon_of_an_annotation_is_dropped(tmp_path, caplog):
     json_file = coco_file(tmp_path, {"bbox": [1, 1, 9, 9], "segmentation": [[1, 1, 9, 1, 9, 9], [3, 3, 4, 4]]})
     with caplog.at_level(logging.WARNING):
-        d, = load_coco_json(str(json_file), str(tmp_path))
+        (d,) = load_coco_json(str(json_file), str(tmp_path))
     assert d["annotations"][2]["segmentation"] == [[1.0, 1.0, 9.0, 1.0, 9.0, 9.0]]
     assert "annotation id 42, polygon #1" in caplog.text
 
@@ -94,14 +98,18 @@ def test_malformed_coco_json_fails_in_both_modes_naming_the_place(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text(text[: text.index('"id": 42') + 12] + ", oops")
     for mode in ("skip", "error"):
-        with pytest.raises(BadAnnotationError, match=r"broken\.json: JSON line 1 column \d+ \(after id 42\): malformed JSON"):
+        with pytest.raises(
+            BadAnnotationError, match=r"broken\.json: JSON line 1 column \d+ \(after id 42\): malformed JSON"
+        ):
             load_coco_json(str(broken), str(tmp_path), on_bad_annotation=mode)
 
 
 def labelme_files(tmp_path: Path) -> Path:
     write_image(tmp_path / "good.png")
     shape = {"label": "thing", "points": [[5, 5], [20, 5], [20, 20]], "shape_type": "polygon", "group_id": None}
-    (tmp_path / "good.json").write_text(json.dumps({"shapes": [shape], "imagePath": "good.png", "imageHeight": 40, "imageWidth": 60}))
+    (tmp_path / "good.json").write_text(
+        json.dumps({"shapes": [shape], "imagePath": "good.png", "imageHeight": 40, "imageWidth": 60})
+    )
     (tmp_path / "broken.json").write_text('{"shapes": [ {"label": "thing", "points": [[1, 2], ')
     return tmp_path
 
@@ -135,7 +143,7 @@ def test_mask_file_of_the_wrong_size_is_skipped_or_fails(tmp_path, caplog):
         (sample / "masks").mkdir(exist_ok=True)
         cv2.imwrite(str(sample / "masks" / name), mask)
     with caplog.at_level(logging.WARNING):
-        d, = load_mask_folder_instances(str(tmp_path), on_bad_annotation="skip")
+        (d,) = load_mask_folder_instances(str(tmp_path), on_bad_annotation="skip")
     assert len(d["annotations"]) == 1 and "mask 'wrong.png'" in caplog.text
     with pytest.raises(BadAnnotationError, match=r"wrong\.png: mask 'wrong\.png': mask is 30x60"):
         load_mask_folder_instances(str(tmp_path), on_bad_annotation="error")

@@ -1,4 +1,5 @@
 """Samplers, batching and the train/test loader builders."""
+
 from __future__ import annotations
 
 import itertools
@@ -55,8 +56,10 @@ def test_training_sampler_splits_one_stream_across_ranks(monkeypatch):
 def test_training_samplers_started_later_continue_the_same_stream(monkeypatch):
     factors = torch.tensor([1.0, 1.5, 2.7, 1.0])
     assert take(TrainingSampler(7, seed=3, start=10), 11) == take(TrainingSampler(7, seed=3), 21)[10:]
-    assert take(RepeatFactorTrainingSampler(factors, seed=1, start=9), 20) == take(
-        RepeatFactorTrainingSampler(factors, seed=1), 29)[9:]
+    assert (
+        take(RepeatFactorTrainingSampler(factors, seed=1, start=9), 20)
+        == take(RepeatFactorTrainingSampler(factors, seed=1), 29)[9:]
+    )
     # ``start`` counts this rank's indices: rank 1 of 2 resumes at its own 6th index.
     monkeypatch.setattr(comm, "get_world_size", lambda: 2)
     monkeypatch.setattr(comm, "get_rank", lambda: 1)
@@ -76,7 +79,8 @@ def test_inference_sampler_gives_contiguous_shards(monkeypatch):
 
 def test_repeat_factor_sampler_repeats_images_of_rare_classes():
     dicts = [{"annotations": [{"category_id": 0}]} for _ in range(9)] + [
-        {"annotations": [{"category_id": 0}, {"category_id": 1}]}]
+        {"annotations": [{"category_id": 0}, {"category_id": 1}]}
+    ]
     factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(dicts, repeat_thresh=0.5)
     assert torch.allclose(factors[:9], torch.ones(9))
     assert factors[9].item() == pytest.approx(np.sqrt(0.5 / 0.1))
@@ -112,9 +116,21 @@ def tiny_coco(tmp_path_factory) -> Path:
         image[5:25, 5:25] = 200
         cv2.imwrite(str(root / f"{i}.png"), image)
         images.append({"id": i + 1, "file_name": f"{i}.png", "height": h, "width": w})
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1 + i % 2, "bbox": [5, 5, 20, 20],
-                            "segmentation": [[5, 5, 25, 5, 25, 25, 5, 25]], "iscrowd": 0})
-    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": i + 1,
+                "category_id": 1 + i % 2,
+                "bbox": [5, 5, 20, 20],
+                "segmentation": [[5, 5, 25, 5, 25, 25, 5, 25]],
+                "iscrowd": 0,
+            }
+        )
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
     (root / "tiny.json").write_text(json.dumps(coco))
     return root
 
@@ -123,8 +139,11 @@ def tiny_coco(tmp_path_factory) -> Path:
 def tiny_cfg(tiny_coco):
     """A config that registers the tiny dataset itself (DATASETS.REGISTER) and trains on it."""
     name = f"tiny_{len(DatasetCatalog)}"
-    registration = {"NAME": name, "FORMAT": "coco",
-                    "ARGS": {"json_file": str(tiny_coco / "tiny.json"), "image_root": str(tiny_coco)}}
+    registration = {
+        "NAME": name,
+        "FORMAT": "coco",
+        "ARGS": {"json_file": str(tiny_coco / "tiny.json"), "image_root": str(tiny_coco)},
+    }
     cfg = OmegaConf.merge(default_cfg(), {"DATASETS": {"REGISTER": [registration]}})
     cfg.DATASETS.TRAIN = [name]
     cfg.DATASETS.TEST = [name]
@@ -152,9 +171,13 @@ def test_train_loader_from_config_yields_endless_grouped_batches(tiny_cfg):
     assert again == seen  # seeded by cfg.SEED
 
 
+def _image_ids(batches):
+    return [[d["image_id"] for d in batch] for batch in batches]
+
+
 def test_train_loader_started_at_a_batch_continues_the_stream(tiny_cfg):
     tiny_cfg.DATALOADER.ASPECT_RATIO_GROUPING = False
-    ids = lambda batches: [[d["image_id"] for d in batch] for batch in batches]
+    ids = _image_ids
     full = ids(take(build_detection_train_loader(tiny_cfg), 7))
     assert ids(take(build_detection_train_loader(tiny_cfg, start_batch=4), 3)) == full[4:]
     with pytest.raises(ValueError, match="start_batch"):
@@ -164,8 +187,9 @@ def test_train_loader_started_at_a_batch_continues_the_stream(tiny_cfg):
 def test_train_loader_with_workers_augments_differently_per_worker(tiny_coco):
     mapper = DatasetMapper(is_train=True, augmentations=[T.RandomFlip(0.5)], use_instance_mask=True)
     dicts = load_coco_json(str(tiny_coco / "tiny.json"), str(tiny_coco))
-    loader = build_detection_train_loader(dataset=dicts, mapper=mapper, total_batch_size=2,
-                                          aspect_ratio_grouping=False, num_workers=2)
+    loader = build_detection_train_loader(
+        dataset=dicts, mapper=mapper, total_batch_size=2, aspect_ratio_grouping=False, num_workers=2
+    )
     batches = take(loader, 20)
     flipped = [bool(d["instances"].gt_boxes.tensor[0, 0] > 10) for batch in batches for d in batch]
     assert all(len(b) == 2 for b in batches) and 0 < sum(flipped) < len(flipped)

@@ -1,5 +1,6 @@
 """DatasetMapper: reading images of any depth and channel layout, the model input it produces,
 the mapper registry, and memory on the densest DSB2018 image."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -8,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import require_dataset
+
 from project.config.compose import default_cfg
 from project.data import MAPPER_REGISTRY, CroppedBitMasks, DatasetMapper, build_mapper, load_coco_json
 from project.data import transforms as T
@@ -52,7 +53,9 @@ def test_grey_rgba_and_formats(tmp_path):
     assert np.array_equal(read_image(str(tmp_path / "rgba.png"), "RGB"), bgra[:, :, 2::-1])
     assert np.array_equal(read_image(str(tmp_path / "grey.png"), "BGR"), np.repeat(grey[:, :, None], 3, axis=2))
     assert np.array_equal(read_image(str(tmp_path / "grey.png"), "L"), grey[:, :, None])
-    assert np.array_equal(read_image(str(tmp_path / "rgba.png"), "L"), cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2GRAY)[:, :, None])
+    assert np.array_equal(
+        read_image(str(tmp_path / "rgba.png"), "L"), cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2GRAY)[:, :, None]
+    )
 
 
 @pytest.fixture
@@ -62,12 +65,35 @@ def dataset_dict(tmp_path):
     cv2.imwrite(str(tmp_path / "img.png"), image)
     polygon = [[10.0, 10.0, 30.0, 10.0, 30.0, 20.0, 10.0, 20.0]]
     annotations = [
-        {"bbox": [10, 10, 20, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2, "segmentation": polygon, "iscrowd": 0},
-        {"bbox": [40, 30, 60, 45], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1,
-         "segmentation": [[40.0, 30.0, 60.0, 30.0, 60.0, 45.0]], "iscrowd": 0},
-        {"bbox": [0, 0, 5, 5], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "segmentation": [[0, 0, 5, 0, 5, 5]], "iscrowd": 1},
+        {
+            "bbox": [10, 10, 20, 10],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": 2,
+            "segmentation": polygon,
+            "iscrowd": 0,
+        },
+        {
+            "bbox": [40, 30, 60, 45],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": 1,
+            "segmentation": [[40.0, 30.0, 60.0, 30.0, 60.0, 45.0]],
+            "iscrowd": 0,
+        },
+        {
+            "bbox": [0, 0, 5, 5],
+            "bbox_mode": BoxMode.XYWH_ABS,
+            "category_id": 0,
+            "segmentation": [[0, 0, 5, 0, 5, 5]],
+            "iscrowd": 1,
+        },
     ]
-    return {"file_name": str(tmp_path / "img.png"), "height": 50, "width": 70, "image_id": 9, "annotations": annotations}
+    return {
+        "file_name": str(tmp_path / "img.png"),
+        "height": 50,
+        "width": 70,
+        "image_id": 9,
+        "annotations": annotations,
+    }
 
 
 def test_training_output_is_the_model_input_format(dataset_dict):
@@ -99,8 +125,9 @@ def test_inference_output_has_no_annotations(dataset_dict):
 
 
 def test_instances_emptied_by_a_crop_are_dropped_and_counted(dataset_dict):
-    mapper = DatasetMapper(is_train=True, augmentations=[T.RandomCrop("absolute", (25, 35))],
-                           use_instance_mask=True, recompute_boxes=True)
+    mapper = DatasetMapper(
+        is_train=True, augmentations=[T.RandomCrop("absolute", (25, 35))], use_instance_mask=True, recompute_boxes=True
+    )
     np.random.seed(0)
     kept = [len(mapper(dataset_dict)["instances"]) for _ in range(20)]
     assert mapper.num_images == 20
@@ -108,8 +135,10 @@ def test_instances_emptied_by_a_crop_are_dropped_and_counted(dataset_dict):
 
 
 def test_masks_required_by_the_polygon_format_are_explained(dataset_dict):
-    rle_dict = dict(dataset_dict, annotations=[dict(dataset_dict["annotations"][0], segmentation={
-        "size": [50, 70], "counts": "PPPP0"})])
+    rle_dict = dict(
+        dataset_dict,
+        annotations=[dict(dataset_dict["annotations"][0], segmentation={"size": [50, 70], "counts": "PPPP0"})],
+    )
     mapper = DatasetMapper(is_train=True, augmentations=[], use_instance_mask=True, on_bad_annotation="error")
     with pytest.raises(ValueError, match="set INPUT.MASK_FORMAT=bitmask"):
         mapper(rle_dict)
@@ -144,13 +173,22 @@ def test_augmentations_from_the_config():
     cfg.INPUT.CROP.ENABLED = True
     mapper = DatasetMapper(cfg, is_train=True)
     kinds = [type(a).__name__ for a in mapper.augmentations.augmentations]
-    assert kinds == ["RandomCrop", "ResizeShortestEdge", "RandomFlip", "RandomFlip", "RandomBrightness", "RandomContrast"]
+    assert kinds == [
+        "RandomCrop",
+        "ResizeShortestEdge",
+        "RandomFlip",
+        "RandomFlip",
+        "RandomBrightness",
+        "RandomContrast",
+    ]
     assert mapper.recompute_boxes
     cfg.INPUT.LARGE_SCALE_JITTER.ENABLED = True
     cfg.INPUT.CROP.ENABLED = False
     kinds = [type(a).__name__ for a in DatasetMapper(cfg, is_train=True).augmentations.augmentations]
     assert kinds[:2] == ["ResizeScale", "FixedSizeCrop"]
-    assert [type(a).__name__ for a in DatasetMapper(cfg, is_train=False).augmentations.augmentations] == ["ResizeShortestEdge"]
+    assert [type(a).__name__ for a in DatasetMapper(cfg, is_train=False).augmentations.augmentations] == [
+        "ResizeShortestEdge"
+    ]
 
 
 def test_densest_dsb2018_image_at_1024_px_stays_small(data_root):

@@ -3,6 +3,7 @@ LabelMe variants, COCO JSON features, the converter, and the built-in registrati
 
 Counts are checked against the source files; masks given as masks must decode to exactly the
 source pixels."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,8 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
-
 from conftest import require_dataset
+
 from project.data import (
     BadAnnotationError,
     DatasetCatalog,
@@ -116,12 +117,21 @@ def test_cityscapes_instance_ids(tmp_path):
     city.mkdir(parents=True)
     cv2.imwrite(str(city / "a_000001_gtFine_instanceIds.png"), label)
     write_image(tmp_path / "images" / "aachen" / "a_000001_leftImg8bit.png", 30, 40)
-    d, = load_instance_id_png(str(tmp_path / "images"), str(tmp_path / "labels"), image_suffix="_leftImg8bit.png",
-                              label_suffix="_gtFine_instanceIds.png", id_encoding="cityscapes")
+    (d,) = load_instance_id_png(
+        str(tmp_path / "images"),
+        str(tmp_path / "labels"),
+        image_suffix="_leftImg8bit.png",
+        label_suffix="_gtFine_instanceIds.png",
+        id_encoding="cityscapes",
+    )
     classes = sorted(CITYSCAPES_THING_CLASSES)
     got = [(a["category_id"], a["iscrowd"], int(decoded(a["segmentation"]).sum())) for a in d["annotations"]]
-    assert got == [(classes.index(24), 1, 8 * 18), (classes.index(24), 0, 10 * 5),
-                   (classes.index(26), 0, 6 * 8), (classes.index(26), 0, 10 * 8)]
+    assert got == [
+        (classes.index(24), 1, 8 * 18),
+        (classes.index(24), 0, 10 * 5),
+        (classes.index(26), 0, 6 * 8),
+        (classes.index(26), 0, 10 * 8),
+    ]
 
 
 def test_coco_mini_polygons(data_root, name):
@@ -146,8 +156,11 @@ def test_coco_mini_polygons(data_root, name):
 def labelme_instance_count(json_file: Path) -> int:
     """Instances as LabelMe means them: shapes grouped by (label, group_id), ignore labels out."""
     shapes = json.loads(json_file.read_text())["shapes"]
-    keys = {(s["label"], s["group_id"]) if s.get("group_id") is not None else i
-            for i, s in enumerate(shapes) if s["label"] not in ("__ignore__", "_background_")}
+    keys = {
+        (s["label"], s["group_id"]) if s.get("group_id") is not None else i
+        for i, s in enumerate(shapes)
+        if s["label"] not in ("__ignore__", "_background_")
+    }
     return len(keys)
 
 
@@ -159,7 +172,9 @@ def test_labelme_voc(data_root, name):
     assert [len(d["annotations"]) for d in dicts] == [labelme_instance_count(f) for f in json_files]
     assert num_instances(dicts) == 12
     classes = MetadataCatalog.get(name).thing_classes
-    assert classes == sorted({s["label"] for f in json_files for s in json.loads(f.read_text())["shapes"]} - {"__ignore__"})
+    assert classes == sorted(
+        {s["label"] for f in json_files for s in json.loads(f.read_text())["shapes"]} - {"__ignore__"}
+    )
     sofa = [a for a in dicts[1]["annotations"] if classes[a["category_id"]] == "sofa"]
     assert len(sofa) == 1 and len(sofa[0]["segmentation"]) == 4  # one instance of four polygons
 
@@ -223,14 +238,27 @@ def test_coco_json_category_zero_uncompressed_rle_and_crowd(tmp_path, name):
         "images": [{"id": 7, "file_name": "a.png", "height": 40, "width": 60}],
         "categories": [{"id": 0, "name": "zero"}, {"id": 5, "name": "five"}],
         "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 5, "bbox": [10, 5, 20, 10], "segmentation": uncompressed, "iscrowd": 1},
-            {"id": 2, "image_id": 7, "category_id": 0, "bbox": [10, 5, 20, 10],
-             "segmentation": dict(compressed, counts=compressed["counts"].decode()), "iscrowd": 0},
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 5,
+                "bbox": [10, 5, 20, 10],
+                "segmentation": uncompressed,
+                "iscrowd": 1,
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 0,
+                "bbox": [10, 5, 20, 10],
+                "segmentation": dict(compressed, counts=compressed["counts"].decode()),
+                "iscrowd": 0,
+            },
             {"id": 3, "image_id": 7, "category_id": 5, "bbox": [1, 1, 5, 5], "segmentation": [[1, 1, 6, 1, 6, 6]]},
         ],
     }
     (tmp_path / "c.json").write_text(json.dumps(coco))
-    d, = load_coco_json(str(tmp_path / "c.json"), str(tmp_path), name)
+    (d,) = load_coco_json(str(tmp_path / "c.json"), str(tmp_path), name)
     assert [a["category_id"] for a in d["annotations"]] == [1, 0, 1]
     assert [a["iscrowd"] for a in d["annotations"]] == [1, 0, 0]
     assert np.array_equal(decoded(d["annotations"][0]["segmentation"]), mask.astype(bool))
@@ -251,33 +279,42 @@ def test_via_shapes_and_class_attribute(tmp_path, version):
         via_region({"name": "circle", "cx": 20, "cy": 40, "r": 6}, "balloon"),
         via_region({"name": "ellipse", "cx": 60, "cy": 38, "rx": 10, "ry": 5, "theta": 0.3}, "kite"),
     ]
-    entry = {"filename": "one.png", "size": 123, "regions": regions if version != "1.x" else {str(i): r for i, r in enumerate(regions)}}
+    entry = {
+        "filename": "one.png",
+        "size": 123,
+        "regions": regions if version != "1.x" else {str(i): r for i, r in enumerate(regions)},
+    }
     data = {"one.png123": entry}
     if version == "2.x-project":
         data = {"_via_settings": {}, "_via_img_metadata": data, "_via_attributes": {}}
     (tmp_path / "via.json").write_text(json.dumps(data))
-    d, = load_via_json(str(tmp_path / "via.json"), str(tmp_path / "img"), class_attribute="kind")
+    (d,) = load_via_json(str(tmp_path / "via.json"), str(tmp_path / "img"), class_attribute="kind")
     assert [a["category_id"] for a in d["annotations"]] == [0, 1, 0, 1]  # balloon, kite (sorted)
     assert (d["height"], d["width"]) == (50, 80)
     assert d["annotations"][1]["segmentation"] == [[40.0, 10.0, 60.0, 10.0, 60.0, 25.0, 40.0, 25.0]]
     assert d["annotations"][1]["bbox"] == [40.0, 10.0, 20.0, 15.0]
     circle = np.asarray(d["annotations"][2]["segmentation"][0]).reshape(-1, 2)
     assert np.allclose(np.hypot(circle[:, 0] - 20, circle[:, 1] - 40), 6)
-    one_class, = load_via_json(str(tmp_path / "via.json"), str(tmp_path / "img"))
+    (one_class,) = load_via_json(str(tmp_path / "via.json"), str(tmp_path / "img"))
     assert {a["category_id"] for a in one_class["annotations"]} == {0}
 
 
 def test_converter_round_trips_mask_folders(data_root, tmp_path, name):
     root = require_dataset(data_root, "dsb2018_raw_subset")
     out = tmp_path / "converted" / "nuclei.json"
-    assert convert_main(["--format", "mask_folder", "--root", str(root), "--classes", "nucleus", "--out", str(out)]) == 0
+    assert (
+        convert_main(["--format", "mask_folder", "--root", str(root), "--classes", "nucleus", "--out", str(out)]) == 0
+    )
     coco = json.loads(out.read_text())
     assert coco["categories"] == [{"id": 1, "name": "nucleus"}]
     assert all(not os.path.isabs(im["file_name"]) for im in coco["images"])
     back = load_coco_json(str(out), str(out.parent), name)
     original = load_mask_folder_instances(str(root))
-    assert num_instances(back) == num_instances(original) == sum(
-        len(list((p / "masks").iterdir())) for p in root.iterdir() if p.is_dir())
+    assert (
+        num_instances(back)
+        == num_instances(original)
+        == sum(len(list((p / "masks").iterdir())) for p in root.iterdir() if p.is_dir())
+    )
     for a, b in zip(back, original):
         assert os.path.samefile(a["file_name"], b["file_name"])
         for x, y in zip(a["annotations"], b["annotations"]):
@@ -292,7 +329,14 @@ def test_converter_reports_bad_arguments(tmp_path, capsys):
 
 def test_builtin_datasets_are_registered_without_reading_files(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "nothing_here"))
-    for dataset in ("coco_2017_train", "coco_2017_val", "cells_demo_train", "cells_demo_val", "road_demo_train", "road_demo_val"):
+    for dataset in (
+        "coco_2017_train",
+        "coco_2017_val",
+        "cells_demo_train",
+        "cells_demo_val",
+        "road_demo_train",
+        "road_demo_val",
+    ):
         assert dataset in DatasetCatalog
     meta = MetadataCatalog.get("coco_2017_val")
     assert len(meta.thing_classes) == 80 and meta.thing_dataset_id_to_contiguous_id[90] == 79

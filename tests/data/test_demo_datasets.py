@@ -1,5 +1,6 @@
 """The generated demo datasets: deterministic by seed, cached on disk, annotations agreeing
 with the drawn pixels, and the registered splits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,11 @@ from project.structures import polygons_to_bitmask
 
 
 def digest(directory: Path) -> dict:
-    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("draw", [cells_demo.draw_cells_image, road_demo.draw_road_image])
@@ -91,10 +95,13 @@ def test_road_annotations_cover_disjoint_drawn_objects():
     assert seen == {road_demo.ROAD, road_demo.VEHICLE, road_demo.PEDESTRIAN}
 
 
-@pytest.mark.parametrize("splits, classes, mask_type", [
-    (cells_demo.cells_demo_splits, ["nucleus"], list),
-    (road_demo.road_demo_splits, ["road", "vehicle", "pedestrian"], dict),
-])
+@pytest.mark.parametrize(
+    "splits, classes, mask_type",
+    [
+        (cells_demo.cells_demo_splits, ["nucleus"], list),
+        (road_demo.road_demo_splits, ["road", "vehicle", "pedestrian"], dict),
+    ],
+)
 def test_demo_splits_register_lazily_and_load(tmp_path, monkeypatch, splits, classes, mask_type):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
     renamed = [dataclasses.replace(s, dataset=f"test_{s.dataset}") for s in splits()]

@@ -1,5 +1,6 @@
 """Every augmentation, run through the DatasetMapper on a drawn image whose shapes are known:
 the instances' boxes and masks must land exactly where the image's shapes land."""
+
 from __future__ import annotations
 
 import cv2
@@ -27,8 +28,13 @@ def _ellipse() -> np.ndarray:
 
 def _annotation(mask: np.ndarray, category: int, segmentation) -> dict:
     x0, y0, x1, y1 = MaskCrop.from_array(mask).bounding_box()
-    return {"bbox": [x0, y0, x1 - x0, y1 - y0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": category,
-            "segmentation": segmentation, "iscrowd": 0}
+    return {
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "category_id": category,
+        "segmentation": segmentation,
+        "iscrowd": 0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +78,17 @@ def tight_box(region: np.ndarray) -> np.ndarray:
     return np.array([x0, y0, x1, y1], dtype=np.float32)
 
 
-def mapped(scene: dict, augmentations, mask_format: str = "bitmask", seed: int = 0, recompute_boxes: bool = False) -> dict:
+def mapped(
+    scene: dict, augmentations, mask_format: str = "bitmask", seed: int = 0, recompute_boxes: bool = False
+) -> dict:
     np.random.seed(seed)
-    mapper = DatasetMapper(is_train=True, augmentations=augmentations, use_instance_mask=True,
-                           instance_mask_format=mask_format, recompute_boxes=recompute_boxes)
+    mapper = DatasetMapper(
+        is_train=True,
+        augmentations=augmentations,
+        use_instance_mask=True,
+        instance_mask_format=mask_format,
+        recompute_boxes=recompute_boxes,
+    )
     return mapper(scene)
 
 
@@ -92,11 +105,24 @@ GEOMETRIC = {
     "random_crop": ([T.RandomCrop("absolute", (60, 90))], True, True),
     "random_crop_relative_range": ([T.RandomCrop("relative_range", (0.5, 0.5))], True, True),
     "large_scale_jitter": (
-        [T.ResizeScale(1.0, 2.0, 128, 128, interp="nearest"), T.FixedSizeCrop((128, 128))], True, True),
+        [T.ResizeScale(1.0, 2.0, 128, 128, interp="nearest"), T.FixedSizeCrop((128, 128))],
+        True,
+        True,
+    ),
     "large_scale_jitter_pad": (
-        [T.ResizeScale(0.3, 0.5, 256, 256, interp="nearest"), T.FixedSizeCrop((256, 256))], True, True),
-    "crop_resize_flip": ([T.RandomCrop("absolute", (80, 120)),
-                          T.ResizeShortestEdge([160], 10_000, "choice", interp="nearest"), T.RandomFlip(1.0)], True, True),
+        [T.ResizeScale(0.3, 0.5, 256, 256, interp="nearest"), T.FixedSizeCrop((256, 256))],
+        True,
+        True,
+    ),
+    "crop_resize_flip": (
+        [
+            T.RandomCrop("absolute", (80, 120)),
+            T.ResizeShortestEdge([160], 10_000, "choice", interp="nearest"),
+            T.RandomFlip(1.0),
+        ],
+        True,
+        True,
+    ),
 }
 
 
@@ -205,6 +231,6 @@ def test_random_flip_happens_with_its_probability():
 
 def test_crop_clips_polygons_to_the_window():
     crop = T.CropTransform(10, 10, 20, 20)
-    inside, = crop.apply_polygons([np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 40.0], [0.0, 40.0]])])
+    (inside,) = crop.apply_polygons([np.array([[0.0, 0.0], [40.0, 0.0], [40.0, 40.0], [0.0, 40.0]])])
     assert np.allclose(sorted(map(tuple, inside)), [(0, 0), (0, 20), (20, 0), (20, 20)])
     assert crop.apply_polygons([np.array([[50.0, 50.0], [60.0, 50.0], [55.0, 60.0]])]) == []

@@ -1,17 +1,18 @@
 """Two processes (gloo, CPU) through ``launch``: identical weights (parameters and batch-norm
 statistics) on every rank after training, and evaluation that sees every image exactly once."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+from training_fixtures import tiny_overrides, write_tiny_coco
 
 from project.config import get_cfg
 from project.engine import DefaultTrainer, default_setup, launch
 from project.evaluation import DatasetEvaluator
 from project.utils import comm
-from training_fixtures import tiny_overrides, write_tiny_coco
 
 
 class ImageIdRecorder(DatasetEvaluator):

@@ -1,12 +1,13 @@
 """DefaultPredictor and the model's input/output contract, on a small model and real images."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import require_dataset
+
 from project.checkpoint import DetectionCheckpointer
 from project.config import get_cfg
 from project.data.detection_utils import scale_to_uint8
@@ -137,7 +138,9 @@ def test_bad_images_are_rejected_with_the_problem_named(small_cfg, bad, message)
 
 def test_model_rejects_wrong_channel_count_and_dtype(small_cfg):
     model = build_model(small_cfg).eval()
-    with pytest.raises(ValueError, match=r"input 0: 'image' must be a \(3, H, W\) tensor in BGR order, got \(1, 64, 64\)"):
+    with pytest.raises(
+        ValueError, match=r"input 0: 'image' must be a \(3, H, W\) tensor in BGR order, got \(1, 64, 64\)"
+    ):
         model([{"image": torch.zeros(1, 64, 64)}])
     with pytest.raises(ValueError, match="uint8 or floating point"):
         model([{"image": torch.zeros(3, 64, 64, dtype=torch.int32)}])
@@ -152,7 +155,7 @@ def test_model_contract_preprocess_backbone_inference(small_cfg):
     images = model.preprocess_image(inputs)
     assert images.tensor.shape[-2] % 32 == 0 and images.tensor.shape[-1] % 32 == 0
     assert images.image_sizes == [(200, 300)]
-    expected = (image.float() - torch.tensor([103.530, 116.280, 123.675]).view(3, 1, 1))
+    expected = image.float() - torch.tensor([103.530, 116.280, 123.675]).view(3, 1, 1)
     torch.testing.assert_close(images.tensor[0, :, :200, :300], expected)
     features = model.backbone(images.tensor)
     assert sorted(features) == ["p2", "p3", "p4", "p5", "p6"]

@@ -1,14 +1,15 @@
 """Resume: a run stopped midway and resumed ends exactly where an uninterrupted run ends."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
 import torch
+from training_fixtures import tiny_overrides, write_tiny_coco
 
 from project.config import get_cfg
 from project.engine import DefaultTrainer, HookBase, default_setup
-from training_fixtures import tiny_overrides, write_tiny_coco
 
 # Six short training runs with full checkpoints: about a minute on two busy CPU cores.
 pytestmark = pytest.mark.slow
@@ -53,9 +54,15 @@ SHUFFLED_FLIPPED_DATA = ["INPUT.RANDOM_FLIP=horizontal", "SOLVER.ACCUM_ITER=2"]
 def _run(dataset, output_dir, *, resume=False, stop_before=None, extra=()):
     cfg = get_cfg(
         tiny_overrides(
-            dataset, [], str(output_dir),
+            dataset,
+            [],
+            str(output_dir),
             extra=[
-                "SOLVER.MAX_ITER=6", "SOLVER.STEPS=[4]", "SOLVER.CHECKPOINT_PERIOD=3", "DETERMINISTIC=true", "SEED=11",
+                "SOLVER.MAX_ITER=6",
+                "SOLVER.STEPS=[4]",
+                "SOLVER.CHECKPOINT_PERIOD=3",
+                "DETERMINISTIC=true",
+                "SEED=11",
                 *extra,
             ],
         )

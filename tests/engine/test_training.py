@@ -1,5 +1,6 @@
 """The training loop and its hooks: accumulation, AMP fallback, metrics files, evaluation,
 best checkpoint, validation loss, precise batch-norm statistics."""
+
 from __future__ import annotations
 
 import itertools
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from training_fixtures import tiny_overrides, write_tiny_coco
 
 from project.config import get_cfg, load_cfg
 from project.engine import (
@@ -25,7 +27,6 @@ from project.engine import (
     default_setup,
 )
 from project.engine.hooks import PreciseBN, ValidationLoss
-from training_fixtures import tiny_overrides, write_tiny_coco
 
 
 class Regression(nn.Module):
@@ -103,7 +104,9 @@ def test_non_finite_loss_names_the_iteration():
         def forward(self, batch):
             return {"loss_mse": super().forward(batch)["loss_mse"] * float("inf")}
 
-    trainer = SimpleTrainer(Exploding(), itertools.repeat(_samples(2)), torch.optim.SGD(Exploding().parameters(), lr=0.1))
+    trainer = SimpleTrainer(
+        Exploding(), itertools.repeat(_samples(2)), torch.optim.SGD(Exploding().parameters(), lr=0.1)
+    )
     with pytest.raises(FloatingPointError, match="iteration 0.*loss_mse=inf"):
         trainer.train(0, 2)
 
@@ -116,7 +119,9 @@ def test_eval_hook_leaves_random_generators_untouched():
         return {"segm": {"AP": 12.5}}
 
     hook = EvalHook(eval_period=1, eval_function=consuming_evaluation)
-    trainer = SimpleTrainer(Regression(), itertools.repeat(_samples(2)), torch.optim.SGD(Regression().parameters(), lr=0.1))
+    trainer = SimpleTrainer(
+        Regression(), itertools.repeat(_samples(2)), torch.optim.SGD(Regression().parameters(), lr=0.1)
+    )
     trainer.register_hooks([hook])
     trainer.train(0, 0)  # no iteration: only after_train runs the evaluation
     before = capture_rng_state()

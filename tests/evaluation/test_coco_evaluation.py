@@ -1,6 +1,7 @@
 """COCOEvaluator against pycocotools' official COCOeval, on a fixed hand-built ground truth and
 predictions (non-contiguous category ids, a crowd region, polygon and RLE masks), plus
 inference_on_dataset, the evaluator protocol and gathering across 2 gloo processes."""
+
 from __future__ import annotations
 
 import collections
@@ -108,12 +109,22 @@ def build_dataset() -> Tuple[List[Dict[str, Any]], List[List[Tuple[float, float,
         crowd[2:30, 2:40] = 1
         crowd_rle = mask_util.encode(np.asfortranarray(crowd))
         annotations.append(
-            {"category_id": 0, "iscrowd": 1, "bbox": [2, 2, 38, 28], "bbox_mode": BoxMode.XYWH_ABS,
-             "segmentation": {"size": crowd_rle["size"], "counts": crowd_rle["counts"].decode()}}
+            {
+                "category_id": 0,
+                "iscrowd": 1,
+                "bbox": [2, 2, 38, 28],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "segmentation": {"size": crowd_rle["size"], "counts": crowd_rle["counts"].decode()},
+            }
         )
         dicts.append(
-            {"file_name": f"image_{image_id}.png", "image_id": image_id, "height": HEIGHT, "width": WIDTH,
-             "annotations": annotations}
+            {
+                "file_name": f"image_{image_id}.png",
+                "image_id": image_id,
+                "height": HEIGHT,
+                "width": WIDTH,
+                "annotations": annotations,
+            }
         )
         all_objects.append(objects)
     return dicts, all_objects
@@ -154,11 +165,27 @@ def build_outputs(num_junk: int = 0) -> List[Tuple[Dict[str, Any], Dict[str, Any
             if rng.random() < 0.85 or rx > 50:  # the large object is always found
                 wrong = rng.random() < 0.15
                 shift = rng.normal(0, 0.05 * (rx + ry), 2)
-                ellipses.append((cx + shift[0], cy + shift[1], rx * rng.uniform(0.92, 1.08),
-                                 ry * rng.uniform(0.92, 1.08), (cls + 1) % 3 if wrong else cls, rng.uniform(0.2, 0.89)))
+                ellipses.append(
+                    (
+                        cx + shift[0],
+                        cy + shift[1],
+                        rx * rng.uniform(0.92, 1.08),
+                        ry * rng.uniform(0.92, 1.08),
+                        (cls + 1) % 3 if wrong else cls,
+                        rng.uniform(0.2, 0.89),
+                    )
+                )
         for _ in range(3):
-            ellipses.append((rng.uniform(10, WIDTH - 10), rng.uniform(10, HEIGHT - 10), rng.uniform(4, 15),
-                             rng.uniform(4, 15), int(rng.integers(0, 3)), rng.uniform(0.05, 0.7)))
+            ellipses.append(
+                (
+                    rng.uniform(10, WIDTH - 10),
+                    rng.uniform(10, HEIGHT - 10),
+                    rng.uniform(4, 15),
+                    rng.uniform(4, 15),
+                    int(rng.integers(0, 3)),
+                    rng.uniform(0.05, 0.7),
+                )
+            )
         ellipses.append((20, 15, 8, 6, 0, rng.uniform(0.3, 0.8)))  # in the crowd region of class 0: ignored
         for _ in range(num_junk):
             ellipses.append((rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT), 2.0, 2.0, 0, rng.uniform(0.9, 1.0)))
@@ -256,7 +283,8 @@ def test_ap_equals_official_cocoeval(dataset, use_fast_impl):
         assert_metrics_close(results[task], official_summary(official), SUMMARY)
         per_category = official_per_category(official)
         assert_metrics_close(
-            results[task], {f"AP-{THING_CLASSES[ID_MAP[c]]}": ap for c, ap in per_category.items()},
+            results[task],
+            {f"AP-{THING_CLASSES[ID_MAP[c]]}": ap for c, ap in per_category.items()},
             [f"AP-{c}" for c in THING_CLASSES],
         )
         # A meaningful fixture: imperfect but far from zero, with every area range present.
@@ -308,7 +336,8 @@ def test_convert_to_coco_dict(dataset):
         # Every segmentation, polygon or RLE (compressed or not), has the area of its mask.
         seg = ann["segmentation"]
         rle = (
-            mask_util.merge(mask_util.frPyObjects(seg, HEIGHT, WIDTH)) if isinstance(seg, list)
+            mask_util.merge(mask_util.frPyObjects(seg, HEIGHT, WIDTH))
+            if isinstance(seg, list)
             else dict(seg, counts=seg["counts"].encode())
         )
         tolerance = 0.06 * ann["area"] + 30 if isinstance(seg, list) else 0  # polygon: exact vs raster
@@ -389,8 +418,10 @@ def test_instances_to_coco_json():
 @pytest.mark.parametrize("use_fast_impl", [False, True])
 def test_no_detections_gives_zero_ap(dataset, use_fast_impl):
     name, output_dir = dataset
-    pairs = [(inp, {"instances": out["instances"][torch.zeros(len(out["instances"]), dtype=torch.bool)]})
-             for inp, out in build_outputs()]
+    pairs = [
+        (inp, {"instances": out["instances"][torch.zeros(len(out["instances"]), dtype=torch.bool)]})
+        for inp, out in build_outputs()
+    ]
     inferred = run_evaluator(COCOEvaluator(name, output_dir=output_dir, use_fast_impl=use_fast_impl), pairs)
     assert list(inferred) == ["bbox"]  # without masks, segm cannot be inferred
     results = run_evaluator(
@@ -554,7 +585,8 @@ def test_real_coco_annotations(data_root, tmp_path, use_fast_impl):
     name = f"eval_test_coco_mini_{use_fast_impl}"
     DatasetCatalog.register(name, list)
     MetadataCatalog.get(name).set(
-        json_file=gt_json, thing_dataset_id_to_contiguous_id=id_map,
+        json_file=gt_json,
+        thing_dataset_id_to_contiguous_id=id_map,
         thing_classes=[coco.cats[c]["name"] for c in sorted(coco.getCatIds())],
     )
     rng = np.random.default_rng(2)
@@ -599,8 +631,11 @@ def test_real_cells_need_more_than_100_detections(data_root, tmp_path):
     # The 3 most crowded images (pycocotools' Python matching is slow on hundreds of instances).
     counts = collections.Counter(a["image_id"] for a in full["annotations"])
     keep = {image_id for image_id, _ in counts.most_common(3)}
-    subset = dict(full, images=[im for im in full["images"] if im["id"] in keep],
-                  annotations=[a for a in full["annotations"] if a["image_id"] in keep])
+    subset = dict(
+        full,
+        images=[im for im in full["images"] if im["id"] in keep],
+        annotations=[a for a in full["annotations"] if a["image_id"] in keep],
+    )
     gt_json = str(tmp_path / "dsb2018_val_subset.json")
     with open(gt_json, "w") as f:
         json.dump(subset, f)

@@ -1,5 +1,6 @@
 """RoIAlign over channel groups equals torchvision's single call bit for bit; the pooler reads each box
 from the pyramid level that fits it."""
+
 import pytest
 import torch
 from torchvision.ops import roi_align as torchvision_roi_align
@@ -42,7 +43,9 @@ def test_channel_groups_match_torchvision_forward_and_backward(channels_last, gr
 
 
 def test_boxes_go_to_the_level_of_their_size():
-    boxes = Boxes(torch.tensor([[0, 0, 32, 32], [0, 0, 112, 112], [0, 0, 224, 224], [0, 0, 448, 448], [0, 0, 2000, 2000]]))
+    boxes = Boxes(
+        torch.tensor([[0, 0, 32, 32], [0, 0, 112, 112], [0, 0, 224, 224], [0, 0, 448, 448], [0, 0, 2000, 2000]])
+    )
     levels = assign_boxes_to_levels([boxes], min_level=2, max_level=5, canonical_box_size=224, canonical_level=4)
     assert levels.tolist() == [0, 1, 2, 3, 3]
 

@@ -1,4 +1,5 @@
 """Anchor coverage: feature grids, best-anchor IoUs and the tools/anchor_coverage.py report."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -6,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from torchvision.ops import box_iou
+from training_fixtures import register_entry, write_tiny_coco
 
 from project.config.compose import default_cfg
 from project.layers import ShapeSpec
 from project.modeling import build_backbone
 from project.modeling.anchor_coverage import feature_grid_sizes, match_boxes_to_anchors, summarize_coverage
 from project.modeling.anchor_generator import DefaultAnchorGenerator
-from conftest import REPO
-from training_fixtures import register_entry, write_tiny_coco
-
 
 
 def anchor_generator(sizes, ratios, strides):
@@ -45,7 +45,9 @@ def test_feature_grid_sizes_are_the_backbone_output_sizes_of_the_padded_image():
 def test_best_iou_and_positives_equal_a_brute_force_over_all_anchors():
     generator = anchor_generator([[16], [40]], [[0.5, 1.0, 2.0]], [8, 16])
     grids = [(6, 7), (3, 4)]
-    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 4.0, 4.0], [10.0, 5.0, 50.0, 45.0], [3.0, 7.0, 30.0, 19.0]])
+    boxes = torch.tensor(
+        [[8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 4.0, 4.0], [10.0, 5.0, 50.0, 45.0], [3.0, 7.0, 30.0, 19.0]]
+    )
     best, positives = match_boxes_to_anchors(generator, grids, boxes, fg_iou_threshold=0.7, chunk=3)
 
     all_anchors = []
@@ -93,13 +95,18 @@ def test_tool_reports_every_box_of_the_dataset_and_ranks_anchor_sizes(tmp_path):
     tool = load_tool()
 
     def report(size):
-        return tool.main([
-            f"DATASETS.REGISTER=[{register_entry('anchor_cov_tiny', json_file, image_root)}]",
-            "DATASETS.TRAIN=[anchor_cov_tiny]",
-            "MODEL.RESNETS.DEPTH=18", "MODEL.RESNETS.RES2_OUT_CHANNELS=64",
-            f"MODEL.ANCHOR_GENERATOR.SIZES=[[{size}]]", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS=[[1.0]]",
-            "INPUT.MIN_SIZE_TEST=96", "INPUT.MAX_SIZE_TEST=96",
-        ])
+        return tool.main(
+            [
+                f"DATASETS.REGISTER=[{register_entry('anchor_cov_tiny', json_file, image_root)}]",
+                "DATASETS.TRAIN=[anchor_cov_tiny]",
+                "MODEL.RESNETS.DEPTH=18",
+                "MODEL.RESNETS.RES2_OUT_CHANNELS=64",
+                f"MODEL.ANCHOR_GENERATOR.SIZES=[[{size}]]",
+                "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS=[[1.0]]",
+                "INPUT.MIN_SIZE_TEST=96",
+                "INPUT.MAX_SIZE_TEST=96",
+            ]
+        )
 
     fitting, oversized = report(20), report(64)
     assert fitting["num_images"] == 6

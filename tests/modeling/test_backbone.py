@@ -1,4 +1,5 @@
 """ResNet / FPN backbones: Detectron2 state-dict names, shapes, freezing, norms and arithmetic."""
+
 from __future__ import annotations
 
 import pytest
@@ -84,9 +85,7 @@ def r101_fpn():
 
 def test_r101_fpn_state_dict_matches_detectron2_names_and_shapes(r101_fpn):
     state = r101_fpn.state_dict()
-    assert {key: tuple(value.shape) for key, value in state.items()} == (
-        expected_fpn_state_dict_shapes(101)
-    )
+    assert {key: tuple(value.shape) for key, value in state.items()} == (expected_fpn_state_dict_shapes(101))
     for key in (
         "bottom_up.stem.conv1.weight",
         "bottom_up.stem.conv1.norm.running_mean",
@@ -126,9 +125,7 @@ def test_parameter_counts_follow_the_architecture(r101_fpn):
 def test_r101_fpn_freezes_stem_and_res2_only(r101_fpn):
     frozen = {name for name, p in r101_fpn.named_parameters() if not p.requires_grad}
     expected = {
-        name
-        for name, _ in r101_fpn.named_parameters()
-        if name.startswith(("bottom_up.stem.", "bottom_up.res2."))
+        name for name, _ in r101_fpn.named_parameters() if name.startswith(("bottom_up.stem.", "bottom_up.res2."))
     }
     assert frozen == expected and len(expected) == 1 + 3 * 3 + 1
 
@@ -151,7 +148,10 @@ def test_fpn_outputs_for_224x320_input():
     assert resnet.size_divisibility == 0 and resnet.padding_constraints == {}
     # SLIM's res2 outputs 64 channels; each later stage doubles channels and stride.
     assert {k: (v.channels, v.stride) for k, v in resnet.output_shape().items()} == {
-        "res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32)
+        "res2": (64, 4),
+        "res3": (128, 8),
+        "res4": (256, 16),
+        "res5": (512, 32),
     }
 
 
@@ -202,7 +202,7 @@ def torchvision_to_detectron2_key(key: str) -> str:
     parts = key.split(".")
     if parts[0] in ("conv1", "bn1"):
         return "stem.conv1" + (".norm." if parts[0] == "bn1" else ".") + parts[-1]
-    stage = f"res{int(parts[0][len('layer'):]) + 1}"
+    stage = f"res{int(parts[0][len('layer') :]) + 1}"
     block, layer = parts[1], parts[2]
     if layer == "downsample":
         conv = "shortcut" + (".norm" if parts[3] == "1" else "")
@@ -268,9 +268,15 @@ def test_out_features_truncate_stages_and_groups_set_width():
         assert list(resnet.eval()(torch.randn(1, 3, 32, 32))) == ["res3"]
 
 
-@pytest.mark.parametrize("norm, norm_type", [
-    ("FrozenBN", FrozenBatchNorm2d), ("BN", nn.BatchNorm2d), ("GN", nn.GroupNorm), ("", type(None)),
-])
+@pytest.mark.parametrize(
+    "norm, norm_type",
+    [
+        ("FrozenBN", FrozenBatchNorm2d),
+        ("BN", nn.BatchNorm2d),
+        ("GN", nn.GroupNorm),
+        ("", type(None)),
+    ],
+)
 def test_each_norm_builds_and_runs(norm, norm_type):
     cfg = resnet_cfg(50, freeze_at=0, NORM=norm, **SLIM)
     cfg.MODEL.FPN.NORM = norm
@@ -383,11 +389,14 @@ def test_build_backbone_reports_unknown_names_and_reads_input_channels():
         resnet(torch.zeros(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("DEPTH", 42, "MODEL.RESNETS.DEPTH=42"),
-    ("RES5_DILATION", 3, "MODEL.RESNETS.RES5_DILATION=3"),
-    ("OUT_FEATURES", ["res6"], "res6"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("DEPTH", 42, "MODEL.RESNETS.DEPTH=42"),
+        ("RES5_DILATION", 3, "MODEL.RESNETS.RES5_DILATION=3"),
+        ("OUT_FEATURES", ["res6"], "res6"),
+    ],
+)
 def test_bad_resnet_config_names_the_field(key, value, message):
     with pytest.raises(ValueError, match=message):
         build_backbone(resnet_cfg(50, **{key: value}))

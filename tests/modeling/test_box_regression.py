@@ -1,4 +1,5 @@
 """``Box2BoxTransform`` encode/decode and ``box_regression_loss``, against hand-worked values."""
+
 import math
 
 import numpy as np

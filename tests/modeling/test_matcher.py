@@ -1,4 +1,5 @@
 """``Matcher``: labels from IoU thresholds, argmax matching, low-quality matches, edge cases."""
+
 import numpy as np
 import pytest
 import torch

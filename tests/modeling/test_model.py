@@ -1,4 +1,5 @@
 """The whole model: registries, model zoo configs, state-dict names, training and inference."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,7 +76,9 @@ def test_unknown_component_name_fails_naming_the_registry():
         build_model(small_cfg("MODEL.ROI_MASK_HEAD.NAME=NoSuchHead"))
 
 
-@pytest.mark.parametrize("name, depth", [("mask_rcnn_R_101_FPN_3x", 101), ("mask_rcnn_R_50_FPN_3x", 50), ("mask_rcnn_R_50_FPN_1x", 50)])
+@pytest.mark.parametrize(
+    "name, depth", [("mask_rcnn_R_101_FPN_3x", 101), ("mask_rcnn_R_50_FPN_3x", 50), ("mask_rcnn_R_50_FPN_1x", 50)]
+)
 def test_model_zoo_get_config(name, depth):
     cfg = model_zoo.get_config(name)
     assert cfg.MODEL.RESNETS.DEPTH == depth
@@ -86,7 +89,9 @@ def test_model_zoo_get_config(name, depth):
     assert cfg.MODEL.WEIGHTS == f"detectron2://ImageNetPretrained/MSRA/R-{depth}.pkl"
     assert model_zoo.get_config(f"COCO-InstanceSegmentation/{name}.yaml") == cfg
     trained = model_zoo.get_config(name, trained=True)
-    assert trained.MODEL.WEIGHTS.startswith("https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/" + name + "/")
+    assert trained.MODEL.WEIGHTS.startswith(
+        "https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/" + name + "/"
+    )
     assert trained.MODEL.WEIGHTS.endswith(".pkl")
 
 
@@ -143,8 +148,10 @@ def test_training_reduces_the_loss_on_a_fixed_batch(polygons):
 def test_training_reports_detectron2s_sampling_and_accuracy_statistics():
     torch.manual_seed(0)
     cfg = small_cfg(
-        "MODEL.ROI_HEADS.NUM_CLASSES=5", "MODEL.RESNETS.NORM=GN",
-        "MODEL.RPN.BATCH_SIZE_PER_IMAGE=128", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=64",
+        "MODEL.ROI_HEADS.NUM_CLASSES=5",
+        "MODEL.RESNETS.NORM=GN",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE=128",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=64",
     )
     model = build_model(cfg).train()
     # Every RoI is classified as background, every mask pixel as foreground.
@@ -176,7 +183,9 @@ def test_score_threshold_and_detections_per_image_come_from_the_config():
         out = model(synthetic_batch(1))[0]["instances"]
     assert len(out) == 7
     cfg = small_cfg(
-        "MODEL.RESNETS.NORM=GN", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0", "TEST.DETECTIONS_PER_IMAGE=300",
+        "MODEL.RESNETS.NORM=GN",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0",
+        "TEST.DETECTIONS_PER_IMAGE=300",
         "MODEL.RPN.POST_NMS_TOPK_TEST=500",
     )
     model = build_model(cfg).eval()
@@ -217,7 +226,9 @@ def test_channels_last_layout_changes_no_loss_gradient_or_detection():
     for (name, p), q in zip(contiguous.named_parameters(), channels_last.parameters()):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
-            torch.testing.assert_close(q.grad, p.grad, rtol=1e-8, atol=1e-10, msg=lambda m: f"gradient of {name}: {m}")
+            torch.testing.assert_close(
+                q.grad, p.grad, rtol=1e-8, atol=1e-10, msg=lambda m, name=name: f"gradient of {name}: {m}"
+            )
 
     with torch.no_grad():
         expected = contiguous.eval()(batch)

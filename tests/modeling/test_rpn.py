@@ -88,9 +88,7 @@ def test_default_anchor_counts_per_level():
 
 
 def test_shared_flat_size_list_applies_to_every_level():
-    gen = DefaultAnchorGenerator(
-        anchor_cfg([16, 24], [1.0, 2.0, 3.0]), [ShapeSpec(stride=4), ShapeSpec(stride=8)]
-    )
+    gen = DefaultAnchorGenerator(anchor_cfg([16, 24], [1.0, 2.0, 3.0]), [ShapeSpec(stride=4), ShapeSpec(stride=8)])
     assert gen.num_anchors == [6, 6]
 
 
@@ -210,9 +208,7 @@ def test_head_outputs_are_paired_with_the_right_anchors():
     with torch.no_grad():
         head.objectness_logits.bias.copy_(torch.tensor([-5.0, 5.0, -5.0]))
         head.anchor_deltas.bias[1 * 4 + 2] = math.log(2.0)  # anchor 1: dw
-    (result,) = rpn(
-        ImageList(torch.zeros(1, 3, 128, 128), [(128, 128)]), {"p4": torch.randn(1, CHANNELS, 8, 8)}
-    )[0]
+    (result,) = rpn(ImageList(torch.zeros(1, 3, 128, 128), [(128, 128)]), {"p4": torch.randn(1, CHANNELS, 8, 8)})[0]
     boxes, logits = result.proposal_boxes.tensor, result.objectness_logits
     interior = (boxes[:, 0] > 0) & (boxes[:, 2] < 128) & (boxes[:, 1] > 0) & (boxes[:, 3] < 128)
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -227,10 +223,7 @@ def greedy_nms_per_level(boxes, scores, levels, thresh):
     """Independent reference: greedy NMS on Python lists, separately per level, best first."""
     kept = []
     for i in sorted(range(len(scores)), key=lambda i: -float(scores[i])):
-        if all(
-            levels[j] != levels[i] or float(box_iou(boxes[i : i + 1], boxes[j : j + 1])) <= thresh
-            for j in kept
-        ):
+        if all(levels[j] != levels[i] or float(box_iou(boxes[i : i + 1], boxes[j : j + 1])) <= thresh for j in kept):
             kept.append(i)
     return kept
 
@@ -260,12 +253,8 @@ def test_find_top_rpn_proposals_matches_a_reference_selection():
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[1])
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[0])
     scores = torch.cat(cand_scores)
-    big = [
-        i for i in range(len(boxes)) if min(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) > min_size
-    ]
-    kept = [
-        big[i] for i in greedy_nms_per_level(boxes[big], scores[big], [cand_levels[i] for i in big], thresh)
-    ]
+    big = [i for i in range(len(boxes)) if min(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) > min_size]
+    kept = [big[i] for i in greedy_nms_per_level(boxes[big], scores[big], [cand_levels[i] for i in big], thresh)]
     kept = kept[:post_nms_topk]
     assert len(kept) < 12 + pre_nms_topk  # the filters did remove something
     assert torch.equal(result.objectness_logits, scores[kept])
@@ -314,9 +303,7 @@ def test_losses_match_an_independent_count_of_labelled_anchors(boundary_thresh):
     cfg.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 3.0
     rpn = silenced_rpn(cfg, fpn_shapes())
     image_size, gt_box = (96, 112), [20.0, 30.0, 70.0, 90.0]
-    features = {
-        "p4": torch.randn(1, CHANNELS, 6, 7)
-    }  # 6 * 7 * 6 = 252 anchors < 256: all labelled ones sampled
+    features = {"p4": torch.randn(1, CHANNELS, 6, 7)}  # 6 * 7 * 6 = 252 anchors < 256: all labelled ones sampled
     _, losses = rpn(ImageList(torch.zeros(1, 3, 96, 112), [image_size]), features, [gt(image_size, [gt_box])])
 
     anchors = rpn.anchor_generator([features["p4"]])[0].tensor

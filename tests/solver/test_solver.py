@@ -1,4 +1,5 @@
 """Optimizer parameter groups, gradient clipping and LR schedules, against hand-computed values."""
+
 from __future__ import annotations
 
 import math
@@ -89,18 +90,24 @@ def _grads(*values):
 
 def test_clip_by_value():
     params = _grads([3.0, -0.5], [-4.0])
-    build_gradient_clipper(_cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="value", CLIP_GRADIENTS__CLIP_VALUE=1.0))(params)
+    build_gradient_clipper(
+        _cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="value", CLIP_GRADIENTS__CLIP_VALUE=1.0)
+    )(params)
     assert params[0].grad.tolist() == [1.0, -0.5] and params[1].grad.tolist() == [-1.0]
 
 
 def test_clip_norm_is_per_parameter_and_full_model_is_joint():
     params = _grads([3.0, 4.0], [0.3, 0.4])
-    build_gradient_clipper(_cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="norm", CLIP_GRADIENTS__CLIP_VALUE=1.0))(params)
+    build_gradient_clipper(
+        _cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="norm", CLIP_GRADIENTS__CLIP_VALUE=1.0)
+    )(params)
     assert torch.allclose(params[0].grad, torch.tensor([0.6, 0.8]), atol=1e-6)
     assert torch.allclose(params[1].grad, torch.tensor([0.3, 0.4]))  # norm 0.5 < 1: untouched
 
     params = _grads([3.0, 4.0], [0.0, 0.0])
-    build_gradient_clipper(_cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="full_model", CLIP_GRADIENTS__CLIP_VALUE=2.5))(params)
+    build_gradient_clipper(
+        _cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="full_model", CLIP_GRADIENTS__CLIP_VALUE=2.5)
+    )(params)
     assert torch.allclose(params[0].grad, torch.tensor([1.5, 2.0]), atol=1e-5)
 
 
@@ -123,7 +130,9 @@ def _lrs(cfg, iterations):
 
 
 def test_warmup_multistep_values():
-    cfg = _cfg(BASE_LR=0.1, MAX_ITER=20, STEPS=[10, 15], GAMMA=0.1, WARMUP_ITERS=5, WARMUP_FACTOR=0.01, WARMUP_METHOD="linear")
+    cfg = _cfg(
+        BASE_LR=0.1, MAX_ITER=20, STEPS=[10, 15], GAMMA=0.1, WARMUP_ITERS=5, WARMUP_FACTOR=0.01, WARMUP_METHOD="linear"
+    )
     lrs = _lrs(cfg, 20)
     for it in range(5):  # linear from 0.001 to 0.1 over 5 iterations
         assert lrs[it] == pytest.approx(0.1 * (0.01 + (1 - 0.01) * it / 5))
@@ -138,7 +147,14 @@ def test_constant_warmup_and_steps_beyond_max_iter_ignored():
 
 
 def test_warmup_cosine_values():
-    cfg = _cfg(LR_SCHEDULER_NAME="WarmupCosineLR", BASE_LR=0.2, BASE_LR_END=0.02, MAX_ITER=100, WARMUP_ITERS=10, WARMUP_FACTOR=0.001)
+    cfg = _cfg(
+        LR_SCHEDULER_NAME="WarmupCosineLR",
+        BASE_LR=0.2,
+        BASE_LR_END=0.02,
+        MAX_ITER=100,
+        WARMUP_ITERS=10,
+        WARMUP_FACTOR=0.001,
+    )
     lrs = _lrs(cfg, 100)
 
     def cosine(it):

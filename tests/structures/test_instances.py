@@ -1,4 +1,5 @@
 """``Instances``: fields, indexing, concatenation and device/dtype moves."""
+
 import pytest
 import torch
 

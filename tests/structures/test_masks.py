@@ -1,5 +1,6 @@
 """RLE decoding into crops, ``CroppedBitMasks`` against dense ``BitMasks``, and moving crops
 through transforms against transforming full masks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -120,11 +121,17 @@ TRANSFORMS = {
     "hflip": lambda h, w: T.HFlipTransform(w),
     "vflip": lambda h, w: T.VFlipTransform(h),
     "crop": lambda h, w: T.CropTransform(5, 7, w - 20, h - 9, w, h),
-    "crop_pad": lambda h, w: T.TransformList([T.CropTransform(10, 3, 20, 30, w, h), T.PadTransform(0, 0, 15, 6, 20, 30)]),
-    "chain": lambda h, w: T.TransformList([
-        T.ResizeTransform(h, w, 2 * h + 1, 2 * w - 3), T.HFlipTransform(2 * w - 3), T.VFlipTransform(2 * h + 1),
-        T.CropTransform(4, 9, 2 * w - 20, 2 * h - 30, 2 * w - 3, 2 * h + 1),
-    ]),
+    "crop_pad": lambda h, w: T.TransformList(
+        [T.CropTransform(10, 3, 20, 30, w, h), T.PadTransform(0, 0, 15, 6, 20, 30)]
+    ),
+    "chain": lambda h, w: T.TransformList(
+        [
+            T.ResizeTransform(h, w, 2 * h + 1, 2 * w - 3),
+            T.HFlipTransform(2 * w - 3),
+            T.VFlipTransform(2 * h + 1),
+            T.CropTransform(4, 9, 2 * w - 20, 2 * h - 30, 2 * w - 3, 2 * h + 1),
+        ]
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 Convention (docstring): the mask's cells span the box exactly and are sampled at pixel centres,
 so pixel (x, y) belongs to box (x0, y0, x1, y1) when x0 < x + 0.5 < x1 and y0 < y + 0.5 < y1.
 """
+
 import numpy as np
 import pytest
 import torch

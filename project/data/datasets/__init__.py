@@ -1,4 +1,5 @@
 """Dataset loaders and register functions, one per annotation format, and the built-in datasets."""
+
 from .builtin import register_all_builtin
 from .coco import (
     convert_to_coco_dict,

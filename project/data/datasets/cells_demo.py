@@ -6,6 +6,7 @@ with a darker rim so that touching nuclei stay separable by eye. Nuclei never ov
 pixels of each are exactly its polygon rasterised with COCO's rule, so the annotation and the
 image agree to the pixel.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -38,7 +39,9 @@ def _outline(rng: np.random.Generator) -> np.ndarray:
     return np.stack([x * np.cos(angle) - y * np.sin(angle), x * np.sin(angle) + y * np.cos(angle)], axis=1)
 
 
-def _place(rng: np.random.Generator, occupied: np.ndarray, nuclei: List[Tuple[float, float, np.ndarray]]) -> Optional[Tuple[np.ndarray, MaskCrop]]:
+def _place(
+    rng: np.random.Generator, occupied: np.ndarray, nuclei: List[Tuple[float, float, np.ndarray]]
+) -> Optional[Tuple[np.ndarray, MaskCrop]]:
     """A new nucleus (flat polygon rounded to 0.01 px, as stored, and its pixels) overlapping
     none drawn so far; more than half the time pressed against one of them."""
     height, width = occupied.shape
@@ -96,9 +99,7 @@ def draw_cells_image(rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[st
         points = polygon.reshape(-1, 2)
         centre = points.mean(axis=0)
         nuclei.append((float(centre[0]), float(centre[1]), points - centre))
-        annotations.append(
-            {"category_id": 0, "segmentation": [polygon.tolist()], "bbox": [x0, y0, x1 - x0, y1 - y0]}
-        )
+        annotations.append({"category_id": 0, "segmentation": [polygon.tolist()], "bbox": [x0, y0, x1 - x0, y1 - y0]})
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.4))
     image += rng.normal(0, rng.uniform(2, 7), image.shape).astype(np.float32)
     tint = np.asarray(TINTS[int(rng.integers(len(TINTS)))], dtype=np.float32)

@@ -1,5 +1,6 @@
 """Validation shared by the dataset loaders: each check returns the cleaned value or raises a
 ``BadAnnotationError`` naming the file, the item and what was expected."""
+
 from __future__ import annotations
 
 import json
@@ -65,7 +66,9 @@ def read_mask_file(path: str, item: str) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if mask is None:
-        raise BadAnnotationError(path, item, "cannot decode the mask file (corrupt or not an image)", KIND_CORRUPT_IMAGE)
+        raise BadAnnotationError(
+            path, item, "cannot decode the mask file (corrupt or not an image)", KIND_CORRUPT_IMAGE
+        )
     if mask.ndim == 3:
         mask = mask.max(axis=2)
     return mask
@@ -75,7 +78,8 @@ def check_mask_size(mask_shape: Tuple[int, ...], image_size: Tuple[int, int], fi
     """Raise unless a mask of ``mask_shape`` (H, W) matches its (H, W) image."""
     if tuple(mask_shape[:2]) != tuple(image_size):
         raise BadAnnotationError(
-            file, item,
+            file,
+            item,
             f"mask is {mask_shape[0]}x{mask_shape[1]} (height x width) but its image is "
             f"{image_size[0]}x{image_size[1]}",
             KIND_MASK_SIZE,
@@ -111,7 +115,8 @@ def check_box_xywh(box: Any, image_size: Tuple[int, int], file: str, item: str) 
     t = BOX_TOLERANCE
     if x < -t or y < -t or x + w > width + t or y + h > height + t:
         raise BadAnnotationError(
-            file, item,
+            file,
+            item,
             f"bbox [x, y, w, h] = {box} lies outside the {width}x{height} (width x height) image",
             KIND_BOX_OUTSIDE,
         )

@@ -1,5 +1,6 @@
 """COCO instance JSON: loading into dataset dicts, registering, and writing dataset dicts back
 as COCO JSON."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,10 @@ def _warn_about_categories(categories: List[Dict[str, Any]], annotations: List[A
         logger.warning(
             "%s: category ids %s are not 1..%d; they are mapped in id order to contiguous class "
             "indices 0..%d (metadata 'thing_dataset_id_to_contiguous_id' keeps the mapping)",
-            json_file, ids, len(ids), len(ids) - 1,
+            json_file,
+            ids,
+            len(ids),
+            len(ids) - 1,
         )
     used = {a.get("category_id") for a in annotations if isinstance(a, dict)}
     unused = [c for c in categories if c["id"] not in used]
@@ -62,7 +66,8 @@ def _warn_about_categories(categories: List[Dict[str, Any]], annotations: List[A
             "%s: categories without any annotation: %s. They are kept as classes (so class indices "
             "follow the file and count towards NUM_CLASSES); exports such as Roboflow's add such a "
             "placeholder category with id 0",
-            json_file, names,
+            json_file,
+            names,
         )
 
 
@@ -77,7 +82,9 @@ def _image_record(image: Any, index: int, image_root: str, json_file: str) -> Di
     height, width = image["height"], image["width"]
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         raise BadAnnotationError(
-            json_file, f"image id {image['id']}", f"height and width must be positive integers, got {height}x{width}",
+            json_file,
+            f"image id {image['id']}",
+            f"height and width must be positive integers, got {height}x{width}",
             KIND_INVALID,
         )
     return image_record(os.path.join(image_root, image["file_name"]), (height, width), image["id"], [])
@@ -89,7 +96,9 @@ def _segmentation(segm: Any, image_size, json_file: str, item: str, log: BadInpu
     if isinstance(segm, dict):
         return check_rle(segm, image_size, json_file, item)
     if not isinstance(segm, list):
-        raise BadAnnotationError(json_file, item, "segmentation must be a list of polygons or an RLE dict", KIND_INVALID)
+        raise BadAnnotationError(
+            json_file, item, "segmentation must be a list of polygons or an RLE dict", KIND_INVALID
+        )
     if not segm:
         return None
     polygons, errors = [], []
@@ -106,7 +115,12 @@ def _segmentation(segm: Any, image_size, json_file: str, item: str, log: BadInpu
 
 
 def _annotation_record(
-    ann: Any, index: int, image_size, category_map: Mapping[int, int], json_file: str, extra_keys: Sequence[str],
+    ann: Any,
+    index: int,
+    image_size,
+    category_map: Mapping[int, int],
+    json_file: str,
+    extra_keys: Sequence[str],
     log: BadInputLog,
 ) -> Dict[str, Any]:
     item = f"annotation id {ann.get('id', f'#{index}')}" if isinstance(ann, dict) else f"annotation #{index}"
@@ -162,7 +176,9 @@ def load_coco_json(
         try:
             record = _image_record(image, index, image_root, json_file)
             if record["image_id"] in records:
-                raise BadAnnotationError(json_file, f"image id {record['image_id']}", "image id is used twice", KIND_INVALID)
+                raise BadAnnotationError(
+                    json_file, f"image id {record['image_id']}", "image id is used twice", KIND_INVALID
+                )
         except BadAnnotationError as e:
             log.report(e)
             continue
@@ -174,10 +190,14 @@ def load_coco_json(
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         if image_id not in records:
             if image_id not in listed_image_ids:
-                log.report(BadAnnotationError(
-                    json_file, f"annotation id {ann.get('id') if isinstance(ann, dict) else f'#{index}'}",
-                    f"image_id {image_id!r} is not among the images", KIND_INVALID,
-                ))
+                log.report(
+                    BadAnnotationError(
+                        json_file,
+                        f"annotation id {ann.get('id') if isinstance(ann, dict) else f'#{index}'}",
+                        f"image_id {image_id!r} is not among the images",
+                        KIND_INVALID,
+                    )
+                )
             continue  # its image was bad and has been reported already
         annotations_of[image_id].append((index, ann))
 
@@ -204,7 +224,10 @@ def load_coco_json(
     num_missing = log.counts.get(KIND_MISSING_IMAGE, 0)
     logger.info(
         "Loaded %d images (%d missing on disk, dropped) with %d annotations from %s",
-        len(dataset_dicts), num_missing, sum(len(d["annotations"]) for d in dataset_dicts), json_file,
+        len(dataset_dicts),
+        num_missing,
+        sum(len(d["annotations"]) for d in dataset_dicts),
+        json_file,
     )
     return dataset_dicts
 
@@ -249,7 +272,9 @@ def dataset_dicts_to_coco(
     mask's pixel count (box area without a mask). File names are made relative to
     ``file_name_root`` when given.
     """
-    to_dataset_id = dict(contiguous_to_dataset_id) if contiguous_to_dataset_id else {i: i for i in range(len(thing_classes))}
+    to_dataset_id = (
+        dict(contiguous_to_dataset_id) if contiguous_to_dataset_id else {i: i for i in range(len(thing_classes))}
+    )
     categories = [{"id": int(to_dataset_id[i]), "name": name} for i, name in enumerate(thing_classes)]
     images, annotations = [], []
     for index, d in enumerate(dataset_dicts):

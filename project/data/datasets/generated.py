@@ -7,6 +7,7 @@ machine and run. Splits are cached under ``$DETECTRON2_DATASETS/generated/<datas
 size; they are written to a temporary directory and renamed into place, so concurrent
 processes never read half a split.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,12 +87,16 @@ def generate_split(split: GeneratedSplit) -> None:
             raise OSError(f"could not write {file_name}")
         dataset_dicts.append(
             image_record(
-                file_name, image.shape[:2], index + 1,
+                file_name,
+                image.shape[:2],
+                index + 1,
                 [dict(a, bbox_mode=BoxMode.XYWH_ABS, iscrowd=0) for a in annotations],
             )
         )
     coco = dataset_dicts_to_coco(
-        dataset_dicts, split.thing_classes, {i: i + 1 for i in range(len(split.thing_classes))},
+        dataset_dicts,
+        split.thing_classes,
+        {i: i + 1 for i in range(len(split.thing_classes))},
         file_name_root=os.path.join(tmp, IMAGE_DIR),
     )
     save_coco_json(coco, os.path.join(tmp, ANNOTATION_FILE))
@@ -116,6 +121,8 @@ def register_generated_dataset(splits: Sequence[GeneratedSplit]) -> None:
     for split in splits:
         DatasetCatalog.register(split.name, lambda split=split: load(split))
         register_metadata(
-            split.name, {"thing_classes": list(split.thing_classes)},
-            json_file=split.json_file, image_root=split.image_root,
+            split.name,
+            {"thing_classes": list(split.thing_classes)},
+            json_file=split.json_file,
+            image_root=split.image_root,
         )

@@ -11,6 +11,7 @@ Two encodings:
 The label file of ``<image_root>/<path><image_suffix>`` is
 ``<label_root>/<path><label_suffix>``. Masks are stored in the dataset dicts as compressed RLE.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,14 @@ logger = logging.getLogger(__name__)
 ID_ENCODINGS = ("instance", "cityscapes")
 # Cityscapes label ids of its instance classes (labels.py of the Cityscapes scripts).
 CITYSCAPES_THING_CLASSES: Dict[int, str] = {
-    24: "person", 25: "rider", 26: "car", 27: "truck", 28: "bus", 31: "train", 32: "motorcycle", 33: "bicycle",
+    24: "person",
+    25: "rider",
+    26: "car",
+    27: "truck",
+    28: "bus",
+    31: "train",
+    32: "motorcycle",
+    33: "bicycle",
 }
 _CITYSCAPES_INSTANCE_OFFSET = 1000
 
@@ -40,9 +48,7 @@ def _image_files(image_root: str, image_suffix: str) -> List[str]:
     """Paths (relative to ``image_root``, sorted) of the files ending with ``image_suffix``."""
     found = []
     for directory, _, files in os.walk(image_root):
-        found.extend(
-            os.path.relpath(os.path.join(directory, f), image_root) for f in files if f.endswith(image_suffix)
-        )
+        found.extend(os.path.relpath(os.path.join(directory, f), image_root) for f in files if f.endswith(image_suffix))
     return sorted(found)
 
 

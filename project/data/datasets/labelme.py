@@ -6,6 +6,7 @@ instance of its own. Polygons, rectangles and circles are supported. Shapes labe
 ``__ignore__`` or ``_background_`` (LabelMe's conventions) are not instances: they are counted
 and logged.
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,7 +71,9 @@ def _embedded_image(data: Mapping[str, Any], json_file: str, directory: str) -> 
         with Image.open(io.BytesIO(raw)) as im:
             extension = (im.format or "png").lower().replace("jpeg", "jpg")
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
-        raise BadAnnotationError(json_file, "imageData", f"embedded image cannot be decoded ({e})", KIND_CORRUPT_IMAGE) from None
+        raise BadAnnotationError(
+            json_file, "imageData", f"embedded image cannot be decoded ({e})", KIND_CORRUPT_IMAGE
+        ) from None
     path = os.path.join(directory, f"{hashlib.sha1(raw).hexdigest()}.{extension}")
     if not os.path.isfile(path):
         os.makedirs(directory, exist_ok=True)
@@ -103,8 +106,9 @@ def _image_size(data: Mapping[str, Any], image_file: str, json_file: str) -> Tup
         with Image.open(image_file) as im:
             return im.size[1], im.size[0]
     except (UnidentifiedImageError, OSError) as e:
-        raise BadAnnotationError(image_file, f"image of {os.path.basename(json_file)}", f"cannot read the image ({e})",
-                                 KIND_CORRUPT_IMAGE) from None
+        raise BadAnnotationError(
+            image_file, f"image of {os.path.basename(json_file)}", f"cannot read the image ({e})", KIND_CORRUPT_IMAGE
+        ) from None
 
 
 def _instances(shapes: Sequence[Any], json_file: str, log: BadInputLog) -> List[Tuple[str, List[List[float]]]]:
@@ -180,7 +184,9 @@ def load_labelme_json(
             item = f"instance #{k} ('{label}')"
             try:
                 if label not in class_index:
-                    raise BadAnnotationError(json_file, item, f"label '{label}' is not in thing_classes {classes}", KIND_INVALID)
+                    raise BadAnnotationError(
+                        json_file, item, f"label '{label}' is not in thing_classes {classes}", KIND_INVALID
+                    )
                 points = [(p[i], p[i + 1]) for p in polygons for i in range(0, len(p), 2)]
                 bbox = check_box_xywh(points_box_xywh(points), image_size, json_file, item)
             except BadAnnotationError as e:

@@ -5,6 +5,7 @@
 
 All instances have one class. Masks are stored in the dataset dicts as compressed RLE.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,10 +29,16 @@ def _find_image(folder: str, sample_id: str, image_dirname: str) -> str:
     preferred = os.path.join(image_dir, sample_id + ".png")
     if os.path.isfile(preferred):
         return preferred
-    candidates = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(_IMAGE_EXTENSIONS)) if os.path.isdir(image_dir) else []
+    candidates = (
+        sorted(f for f in os.listdir(image_dir) if f.lower().endswith(_IMAGE_EXTENSIONS))
+        if os.path.isdir(image_dir)
+        else []
+    )
     if len(candidates) != 1:
         raise BadAnnotationError(
-            image_dir, f"sample '{sample_id}'", f"expected {sample_id}.png or exactly one image, found {candidates}",
+            image_dir,
+            f"sample '{sample_id}'",
+            f"expected {sample_id}.png or exactly one image, found {candidates}",
             KIND_INVALID,
         )
     return os.path.join(image_dir, candidates[0])

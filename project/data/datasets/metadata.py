@@ -1,4 +1,5 @@
 """Metadata the register functions attach to a dataset name."""
+
 from __future__ import annotations
 
 import colorsys

@@ -1,5 +1,6 @@
 """The dataset-dict records every loader builds: one per image, one per instance, and the
 summary line logged once a dataset is loaded."""
+
 from __future__ import annotations
 
 import logging
@@ -40,5 +41,8 @@ def log_loaded(
     """Log "Loaded <N> images with <M> <what> from <source>" at INFO on ``logger``."""
     logger.info(
         "Loaded %d images with %d %s from %s",
-        len(dataset_dicts), sum(len(d["annotations"]) for d in dataset_dicts), what, source,
+        len(dataset_dicts),
+        sum(len(d["annotations"]) for d in dataset_dicts),
+        what,
+        source,
     )

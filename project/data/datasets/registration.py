@@ -9,6 +9,7 @@ entry is enough to train on your own data::
           METADATA: {thing_classes: [nucleus]}
       TRAIN: [cells_train]
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,6 +57,5 @@ def register_datasets_from_config(cfg: DictConfig) -> None:
             register(name, _plain(entry.METADATA), **_plain(entry.ARGS))
         except TypeError as e:
             raise TypeError(
-                f"DATASETS.REGISTER[{index}] ('{name}'): ARGS {sorted(entry.ARGS)} do not fit "
-                f"{register.__name__}: {e}"
+                f"DATASETS.REGISTER[{index}] ('{name}'): ARGS {sorted(entry.ARGS)} do not fit {register.__name__}: {e}"
             ) from None

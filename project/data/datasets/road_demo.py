@@ -5,6 +5,7 @@ masks are compressed RLE.
 Objects are drawn far to near and never overlap each other; the road's mask is what remains
 visible of it. Every mask is taken from the drawn pixels, so annotation and image agree.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
@@ -53,24 +54,51 @@ def _textured(rng: np.random.Generator, colour: Tuple[float, float, float], amou
     return np.asarray(colour, dtype=np.float32) * (1 + amount * noise[:, :, None])
 
 
-def _vehicle(rng: np.random.Generator, x: float, bottom: float, scale: float) -> List[Tuple[np.ndarray, Tuple[float, ...]]]:
+def _vehicle(
+    rng: np.random.Generator, x: float, bottom: float, scale: float
+) -> List[Tuple[np.ndarray, Tuple[float, ...]]]:
     """Polygons (int32 points) and BGR colours: a body with a cabin, windows and wheels."""
     w = scale * rng.uniform(0.2, 0.28) * WIDTH
     h = w * rng.uniform(0.55, 0.75)
     body_top = bottom - 0.55 * h
-    colour = tuple(float(c) for c in rng.choice([[40, 40, 200], [200, 80, 30], [230, 230, 230], [30, 200, 230], [40, 40, 40], [60, 160, 60]]))
-    body = [(x - w / 2, bottom - 0.12 * h), (x - w / 2, body_top), (x - 0.32 * w, body_top), (x - 0.22 * w, bottom - h),
-            (x + 0.22 * w, bottom - h), (x + 0.32 * w, body_top), (x + w / 2, body_top), (x + w / 2, bottom - 0.12 * h)]
-    window = [(x - 0.26 * w, body_top), (x - 0.18 * w, bottom - 0.9 * h), (x + 0.18 * w, bottom - 0.9 * h), (x + 0.26 * w, body_top)]
+    colour = tuple(
+        float(c)
+        for c in rng.choice(
+            [[40, 40, 200], [200, 80, 30], [230, 230, 230], [30, 200, 230], [40, 40, 40], [60, 160, 60]]
+        )
+    )
+    body = [
+        (x - w / 2, bottom - 0.12 * h),
+        (x - w / 2, body_top),
+        (x - 0.32 * w, body_top),
+        (x - 0.22 * w, bottom - h),
+        (x + 0.22 * w, bottom - h),
+        (x + 0.32 * w, body_top),
+        (x + w / 2, body_top),
+        (x + w / 2, bottom - 0.12 * h),
+    ]
+    window = [
+        (x - 0.26 * w, body_top),
+        (x - 0.18 * w, bottom - 0.9 * h),
+        (x + 0.18 * w, bottom - 0.9 * h),
+        (x + 0.26 * w, body_top),
+    ]
     parts = [(np.asarray(body), colour), (np.asarray(window), (70.0, 50.0, 40.0))]
     for side in (-1, 1):
         cx = x + side * 0.3 * w
-        wheel = [(cx - 0.1 * w, bottom), (cx - 0.1 * w, bottom - 0.2 * h), (cx + 0.1 * w, bottom - 0.2 * h), (cx + 0.1 * w, bottom)]
+        wheel = [
+            (cx - 0.1 * w, bottom),
+            (cx - 0.1 * w, bottom - 0.2 * h),
+            (cx + 0.1 * w, bottom - 0.2 * h),
+            (cx + 0.1 * w, bottom),
+        ]
         parts.append((np.asarray(wheel), (20.0, 20.0, 20.0)))
     return [(np.round(p).astype(np.int32), c) for p, c in parts]
 
 
-def _pedestrian(rng: np.random.Generator, x: float, bottom: float, scale: float) -> List[Tuple[np.ndarray, Tuple[float, ...]]]:
+def _pedestrian(
+    rng: np.random.Generator, x: float, bottom: float, scale: float
+) -> List[Tuple[np.ndarray, Tuple[float, ...]]]:
     """Polygons and BGR colours: legs, torso and head of a standing person."""
     h = scale * rng.uniform(0.26, 0.34) * HEIGHT
     w = h * 0.32
@@ -78,8 +106,15 @@ def _pedestrian(rng: np.random.Generator, x: float, bottom: float, scale: float)
     trousers = (float(rng.uniform(20, 90)),) * 3
     skin = (120.0, 160.0, 210.0)
     hip, shoulder = bottom - 0.48 * h, bottom - 0.82 * h
-    legs = [(x - 0.4 * w, bottom), (x - 0.3 * w, hip), (x + 0.3 * w, hip), (x + 0.4 * w, bottom), (x + 0.08 * w, bottom),
-            (x, hip + 0.15 * h), (x - 0.08 * w, bottom)]
+    legs = [
+        (x - 0.4 * w, bottom),
+        (x - 0.3 * w, hip),
+        (x + 0.3 * w, hip),
+        (x + 0.4 * w, bottom),
+        (x + 0.08 * w, bottom),
+        (x, hip + 0.15 * h),
+        (x - 0.08 * w, bottom),
+    ]
     torso = [(x - 0.45 * w, hip), (x - 0.5 * w, shoulder), (x + 0.5 * w, shoulder), (x + 0.45 * w, hip)]
     radius = 0.1 * h
     angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
@@ -108,7 +143,10 @@ def draw_road_image(rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[str
     horizon = rng.uniform(0.3, 0.42) * HEIGHT
     road = _Road(rng, horizon)
     rows = np.arange(HEIGHT, dtype=np.float32)[:, None, None]
-    sky = np.asarray([235, 200, 150], np.float32) + (np.asarray([245, 230, 205], np.float32) - [235, 200, 150]) * rows / horizon
+    sky = (
+        np.asarray([235, 200, 150], np.float32)
+        + (np.asarray([245, 230, 205], np.float32) - [235, 200, 150]) * rows / horizon
+    )
     grass = _textured(rng, (50 + rng.uniform(0, 30), 130 + rng.uniform(0, 40), 60 + rng.uniform(0, 30)), 0.1)
     image = np.where(rows < horizon, sky * np.ones((1, WIDTH, 1), np.float32), grass)
 
@@ -145,7 +183,9 @@ def draw_road_image(rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[str
         if mask.sum() < MIN_VISIBLE_PIXELS:
             continue
         x0, y0, x1, y1 = MaskCrop.from_array(mask).bounding_box()
-        annotations.append({"category_id": category, "segmentation": encode_mask(mask), "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        annotations.append(
+            {"category_id": category, "segmentation": encode_mask(mask), "bbox": [x0, y0, x1 - x0, y1 - y0]}
+        )
     return np.clip(image, 0, 255).astype(np.uint8), annotations
 
 

@@ -1,4 +1,5 @@
 """Annotation-tool shapes (rectangles, circles, ellipses) as COCO polygons."""
+
 from __future__ import annotations
 
 import math

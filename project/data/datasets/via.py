@@ -5,6 +5,7 @@ the same with ``regions`` as a list, or a whole project with the images under
 ``_via_img_metadata``. A region has ``shape_attributes`` (``name``: polygon, rect, circle or
 ellipse) and ``region_attributes``, one of which may name the class.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,15 +54,21 @@ def _region_polygon(shape: Any, file: str, item: str) -> List[float]:
         return check_polygon(rectangle_polygon(x, y, x + w, y + h), file, item)
     if name == "circle":
         r = _number(shape, "r", file, item)
-        return check_polygon(ellipse_polygon(_number(shape, "cx", file, item), _number(shape, "cy", file, item), r, r), file, item)
+        return check_polygon(
+            ellipse_polygon(_number(shape, "cx", file, item), _number(shape, "cy", file, item), r, r), file, item
+        )
     if name == "ellipse":
         theta = float(shape.get("theta", 0.0))
         return check_polygon(
             ellipse_polygon(
-                _number(shape, "cx", file, item), _number(shape, "cy", file, item),
-                _number(shape, "rx", file, item), _number(shape, "ry", file, item), theta,
+                _number(shape, "cx", file, item),
+                _number(shape, "cy", file, item),
+                _number(shape, "rx", file, item),
+                _number(shape, "ry", file, item),
+                theta,
             ),
-            file, item,
+            file,
+            item,
         )
     raise BadAnnotationError(
         file, item, f"region shape '{name}' has no area; expected polygon, rect, circle or ellipse", KIND_INVALID
@@ -113,7 +120,9 @@ def load_via_json(
         filename = entry.get("filename") if isinstance(entry, dict) else None
         try:
             if not isinstance(filename, str):
-                raise BadAnnotationError(json_file, f"image entry #{index}", "an image entry needs a 'filename'", KIND_INVALID)
+                raise BadAnnotationError(
+                    json_file, f"image entry #{index}", "an image entry needs a 'filename'", KIND_INVALID
+                )
             image_file = os.path.join(image_root, filename)
             image_size = read_image_size(image_file, f"image '{filename}' of {os.path.basename(json_file)}")
         except BadAnnotationError as e:
@@ -150,7 +159,9 @@ def load_via_json(
             category = class_index[classes[0]] if class_attribute is None else class_index.get(name)
             try:
                 if category is None:
-                    raise BadAnnotationError(json_file, item, f"class '{name}' is not in thing_classes {classes}", KIND_INVALID)
+                    raise BadAnnotationError(
+                        json_file, item, f"class '{name}' is not in thing_classes {classes}", KIND_INVALID
+                    )
                 points = list(zip(polygon[0::2], polygon[1::2]))
                 bbox = check_box_xywh(points_box_xywh(points), image_size, json_file, item)
             except BadAnnotationError as e:

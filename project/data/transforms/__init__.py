@@ -1,4 +1,5 @@
 """Transforms (deterministic, fvcore) and augmentations (random policies choosing transforms)."""
+
 from fvcore.transforms.transform import (
     BlendTransform,
     HFlipTransform,
@@ -9,7 +10,7 @@ from fvcore.transforms.transform import (
     VFlipTransform,
 )
 
-from .augmentation import Augmentation, AugInput, AugmentationList, apply_augmentations
+from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
 from .augmentation_impl import (
     FixedSizeCrop,
     RandomBrightness,

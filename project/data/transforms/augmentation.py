@@ -5,6 +5,7 @@
 Randomness comes from NumPy's global generator, as in Detectron2; the data loader seeds it in
 each worker.
 """
+
 from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -33,7 +34,7 @@ class AugInput:
         if self.sem_seg is not None:
             self.sem_seg = tfm.apply_segmentation(self.sem_seg)
 
-    def apply_augmentations(self, augmentations: Sequence["Augmentation"]) -> TransformList:
+    def apply_augmentations(self, augmentations: Sequence[Augmentation]) -> TransformList:
         """Apply the augmentations in order, in place; returns the transforms they chose."""
         return AugmentationList(augmentations)(self)
 

@@ -1,4 +1,5 @@
 """The augmentations the config can ask for, with Detectron2's names and semantics."""
+
 from __future__ import annotations
 
 import sys
@@ -135,7 +136,9 @@ class ResizeScale(Augmentation):
     by a factor drawn uniformly from ``[min_scale, max_scale]``, then resize the image (keeping
     its aspect ratio) to the largest size that fits inside that box."""
 
-    def __init__(self, min_scale: float, max_scale: float, target_height: int, target_width: int, interp: str = "bilinear"):
+    def __init__(
+        self, min_scale: float, max_scale: float, target_height: int, target_width: int, interp: str = "bilinear"
+    ):
         self.min_scale = min_scale
         self.max_scale = max_scale
         self.target_height = target_height
@@ -155,7 +158,9 @@ class FixedSizeCrop(Augmentation):
     larger, then (with ``pad``) padding at the right and bottom up to ``crop_size``. Padding is
     ``pad_value`` in the image and background in instance masks."""
 
-    def __init__(self, crop_size: Tuple[int, int], pad: bool = True, pad_value: float = 128.0, seg_pad_value: int = 255):
+    def __init__(
+        self, crop_size: Tuple[int, int], pad: bool = True, pad_value: float = 128.0, seg_pad_value: int = 255
+    ):
         self.crop_size = tuple(crop_size)
         self.pad = pad
         self.pad_value = pad_value

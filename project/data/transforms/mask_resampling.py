@@ -1,5 +1,6 @@
 """Moving instance masks kept as crops (``MaskCrop``) through the transforms applied to their
 image, without building full-image masks."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple

@@ -5,6 +5,7 @@ that clips polygons without shapely.
 Coordinates follow fvcore: continuous, ``(0, 0)`` is the top-left corner of the top-left pixel
 and an (H, W) image spans ``[0, W] x [0, H]``.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -106,7 +107,10 @@ class CropTransform(_FvcoreCropTransform):
         for polygon in polygons:
             clipped = clip_polygon(
                 np.asarray(polygon, dtype=np.float64).reshape(-1, 2),
-                self.x0, self.y0, self.x0 + self.w, self.y0 + self.h,
+                self.x0,
+                self.y0,
+                self.x0 + self.w,
+                self.y0 + self.h,
             )
             if len(clipped) >= 3:
                 out.append(self.apply_coords(clipped))

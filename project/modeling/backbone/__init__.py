@@ -3,6 +3,7 @@
 Importing this package registers ``build_resnet_backbone`` and ``build_resnet_fpn_backbone``
 in ``BACKBONE_REGISTRY``.
 """
+
 from .backbone import Backbone
 from .build import build_backbone
 from .fpn import FPN, LastLevelMaxPool, build_resnet_fpn_backbone

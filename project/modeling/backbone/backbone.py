@@ -1,4 +1,5 @@
 """``Backbone``: the interface every feature extractor of the model implements."""
+
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
@@ -43,8 +44,6 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     def output_shape(self) -> Dict[str, ShapeSpec]:
         """Channels and stride of each returned feature map, by name, in output order."""
         return {
-            name: ShapeSpec(
-                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
-            )
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
             for name in self._out_features
         }

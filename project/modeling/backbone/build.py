@@ -1,4 +1,5 @@
 """``build_backbone``: the backbone named by ``cfg.MODEL.BACKBONE.NAME``."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -17,12 +18,8 @@ def build_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> Backbone:
     name = cfg.MODEL.BACKBONE.NAME
     if name not in BACKBONE_REGISTRY:
         registered = sorted(registered_name for registered_name, _ in BACKBONE_REGISTRY)
-        raise KeyError(
-            f"MODEL.BACKBONE.NAME={name!r} is not in the BACKBONE registry; registered: {registered}"
-        )
+        raise KeyError(f"MODEL.BACKBONE.NAME={name!r} is not in the BACKBONE registry; registered: {registered}")
     backbone = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
     if not isinstance(backbone, Backbone):
-        raise TypeError(
-            f"backbone builder {name!r} returned a {type(backbone).__name__}, not a Backbone"
-        )
+        raise TypeError(f"backbone builder {name!r} returned a {type(backbone).__name__}, not a Backbone")
     return backbone

@@ -4,6 +4,7 @@ For each input level ``k`` (stride ``2**k``) the FPN owns a 1x1 ``fpn_lateral<k>
 ``fpn_output<k>`` convolution; the bottom-up network is its child ``bottom_up``. Outputs are
 named ``p<k>``.
 """
+
 from __future__ import annotations
 
 import math
@@ -145,10 +146,8 @@ class FPN(Backbone):
 
         if self.top_block is not None:
             source = self.top_block.in_feature
-            top_input = (
-                bottom_up_features[source] if source in bottom_up_features else pyramid[source]
-            )
-            extra_names = self._out_features[len(self._levels):]
+            top_input = bottom_up_features[source] if source in bottom_up_features else pyramid[source]
+            extra_names = self._out_features[len(self._levels) :]
             pyramid.update(zip(extra_names, self.top_block(top_input)))
         return {name: pyramid[name] for name in self._out_features}
 

@@ -4,6 +4,7 @@ The network is a stem (``stem.conv1``) followed by the stages ``res2`` ... ``res
 ``nn.Sequential`` of residual blocks (``res4.22.conv3.norm.running_var``). Bottleneck blocks
 serve depths 50, 101 and 152; basic blocks serve depths 18 and 34.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Type
@@ -39,7 +40,7 @@ class CNNBlockBase(nn.Module):
         self.out_channels = out_channels
         self.stride = stride
 
-    def freeze(self) -> "CNNBlockBase":
+    def freeze(self) -> CNNBlockBase:
         """Stop training this block: its parameters get ``requires_grad=False`` and its batch
         norms become ``FrozenBatchNorm2d`` (so their statistics stop updating too)."""
         for parameter in self.parameters():
@@ -56,9 +57,7 @@ class CNNBlockBase(nn.Module):
                 c2_msra_fill(conv)
 
 
-def _projection_shortcut(
-    in_channels: int, out_channels: int, stride: int, norm: NormSpec
-) -> Optional[Conv2d]:
+def _projection_shortcut(in_channels: int, out_channels: int, stride: int, norm: NormSpec) -> Optional[Conv2d]:
     """The strided 1x1 convolution matching a block's input to its output, or ``None`` when
     the channel counts already agree (the input is then added unchanged)."""
     if in_channels == out_channels:
@@ -73,9 +72,7 @@ def _projection_shortcut(
     )
 
 
-def _add_shortcut_and_relu(
-    residual: torch.Tensor, x: torch.Tensor, shortcut: Optional[nn.Module]
-) -> torch.Tensor:
+def _add_shortcut_and_relu(residual: torch.Tensor, x: torch.Tensor, shortcut: Optional[nn.Module]) -> torch.Tensor:
     residual += x if shortcut is None else shortcut(x)
     return F.relu_(residual)
 
@@ -215,9 +212,7 @@ class ResNet(Backbone):
         known = ["stem", *stage_names]
         unknown = [name for name in out_features if name not in known]
         if unknown or not out_features:
-            raise ValueError(
-                f"ResNet out_features {list(out_features)} must be a non-empty subset of {known}"
-            )
+            raise ValueError(f"ResNet out_features {list(out_features)} must be a non-empty subset of {known}")
         num_stages = max(known.index(name) for name in out_features)
 
         self.stem = stem
@@ -245,10 +240,7 @@ class ResNet(Backbone):
         """``x``: ``(N, C, H, W)`` with ``C`` the stem's input channels. Returns the requested
         feature maps by name; the one of stride ``s`` is ``ceil(H / s)`` by ``ceil(W / s)``."""
         if x.dim() != 4 or x.shape[1] != self.stem.in_channels:
-            raise ValueError(
-                f"ResNet expects an (N, {self.stem.in_channels}, H, W) tensor, "
-                f"got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"ResNet expects an (N, {self.stem.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
         outputs = {}
         x = self.stem(x)
         if "stem" in self._out_features:
@@ -259,7 +251,7 @@ class ResNet(Backbone):
                 outputs[name] = x
         return outputs
 
-    def freeze(self, freeze_at: int = 0) -> "ResNet":
+    def freeze(self, freeze_at: int = 0) -> ResNet:
         """Freeze the first ``freeze_at`` stages, counting the stem as stage 1: 0 freezes
         nothing, 1 the stem, 2 the stem and ``res2``, and so on. See ``CNNBlockBase.freeze``."""
         if freeze_at < 0:
@@ -316,14 +308,10 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         expected = {"RES2_OUT_CHANNELS": 64, "NUM_GROUPS": 1, "RES5_DILATION": 1}
         for key, value in expected.items():
             if getattr(resnets, key) != value:
-                raise ValueError(
-                    f"MODEL.RESNETS.{key}={getattr(resnets, key)}; ResNet-{depth} requires {value}"
-                )
+                raise ValueError(f"MODEL.RESNETS.{key}={getattr(resnets, key)}; ResNet-{depth} requires {value}")
 
     norm = resnets.NORM
-    stem = BasicStem(
-        in_channels=input_shape.channels, out_channels=resnets.STEM_OUT_CHANNELS, norm=norm
-    )
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=resnets.STEM_OUT_CHANNELS, norm=norm)
     in_channels = resnets.STEM_OUT_CHANNELS
     out_channels = resnets.RES2_OUT_CHANNELS
     bottleneck_channels = resnets.NUM_GROUPS * resnets.WIDTH_PER_GROUP

@@ -1,4 +1,5 @@
 """Meta-architectures: whole models assembled from registered components."""
+
 from .build import build_model
 from .rcnn import GeneralizedRCNN
 

@@ -1,4 +1,5 @@
 """``build_model``: the whole model named by ``MODEL.META_ARCHITECTURE``."""
+
 from __future__ import annotations
 
 import logging

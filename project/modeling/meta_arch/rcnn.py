@@ -1,5 +1,6 @@
 """``GeneralizedRCNN``: backbone, proposal generator and ROI heads, with Detectron2's
 input/output contract."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
@@ -103,8 +104,7 @@ class GeneralizedRCNN(nn.Module):
             if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
                 shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
                 raise ValueError(
-                    f"input {i}: 'image' must be a ({channels}, H, W) tensor in {self.input_format} "
-                    f"order, got {shape}"
+                    f"input {i}: 'image' must be a ({channels}, H, W) tensor in {self.input_format} order, got {shape}"
                 )
             if not (image.is_floating_point() or image.dtype == torch.uint8):
                 raise ValueError(f"input {i}: 'image' must be uint8 or floating point on 0-255, got {image.dtype}")
@@ -112,7 +112,9 @@ class GeneralizedRCNN(nn.Module):
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
 
     @staticmethod
-    def _postprocess(instances: List[Instances], batched_inputs: BatchedInputs, image_sizes) -> List[Dict[str, Instances]]:
+    def _postprocess(
+        instances: List[Instances], batched_inputs: BatchedInputs, image_sizes
+    ) -> List[Dict[str, Instances]]:
         processed = []
         for results, x, image_size in zip(instances, batched_inputs, image_sizes):
             height = x.get("height", image_size[0])

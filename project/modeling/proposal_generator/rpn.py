@@ -166,8 +166,7 @@ class RPN(nn.Module):
         logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
         # (N, A * 4, H, W) -> (N, A, 4, H, W) -> (N, H * W * A, 4).
         deltas = [
-            x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-            for x in deltas
+            x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2) for x in deltas
         ]
 
         losses: Dict[str, torch.Tensor] = {}
@@ -223,10 +222,12 @@ class RPN(nn.Module):
         foreground = gt_labels == 1
         storage = current_event_storage()
         if storage is not None:  # anchors sampled per image
-            storage.put_scalars(**{
-                "rpn/num_pos_anchors": foreground.sum() / gt_labels.shape[0],
-                "rpn/num_neg_anchors": (gt_labels == 0).sum() / gt_labels.shape[0],
-            })
+            storage.put_scalars(
+                **{
+                    "rpn/num_pos_anchors": foreground.sum() / gt_labels.shape[0],
+                    "rpn/num_neg_anchors": (gt_labels == 0).sum() / gt_labels.shape[0],
+                }
+            )
         loc_loss = box_regression_loss(
             [a.tensor for a in anchors],
             self.box2box_transform,
@@ -268,9 +269,7 @@ class RPN(nn.Module):
             self.training,
         )
 
-    def _decode_proposals(
-        self, anchors: List[Boxes], pred_anchor_deltas: List[torch.Tensor]
-    ) -> List[torch.Tensor]:
+    def _decode_proposals(self, anchors: List[Boxes], pred_anchor_deltas: List[torch.Tensor]) -> List[torch.Tensor]:
         """Per level, the boxes (N, R_l, 4) the deltas (N, R_l, 4) make of the anchors (R_l, 4)."""
         proposals = []
         for level_anchors, level_deltas in zip(anchors, pred_anchor_deltas):

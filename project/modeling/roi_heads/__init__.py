@@ -1,4 +1,5 @@
 """ROI heads: box and mask prediction on pooled RoI features."""
+
 from .box_head import FastRCNNConvFCHead, build_box_head
 from .fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference_single_image
 from .mask_head import MaskRCNNConvUpsampleHead, build_mask_head, mask_rcnn_inference, mask_rcnn_loss

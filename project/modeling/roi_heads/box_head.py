@@ -1,4 +1,5 @@
 """Box heads: turn pooled RoI features into one feature vector per RoI."""
+
 from __future__ import annotations
 
 from typing import List
@@ -22,8 +23,13 @@ class FastRCNNConvFCHead(nn.Sequential):
         shape = (input_shape.channels, input_shape.height, input_shape.width)
         for k in range(head.NUM_CONV):
             conv = Conv2d(
-                shape[0], head.CONV_DIM, kernel_size=3, padding=1, bias=not head.NORM,
-                norm=get_norm(head.NORM, head.CONV_DIM), activation=nn.ReLU(),
+                shape[0],
+                head.CONV_DIM,
+                kernel_size=3,
+                padding=1,
+                bias=not head.NORM,
+                norm=get_norm(head.NORM, head.CONV_DIM),
+                activation=nn.ReLU(),
             )
             weight_init.c2_msra_fill(conv)
             self.add_module(f"conv{k + 1}", conv)

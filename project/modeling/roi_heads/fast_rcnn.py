@@ -1,5 +1,6 @@
 """The box predictor of Fast R-CNN: class scores and per-class box deltas, their losses, and
 per-image inference (score threshold, per-class NMS, top-k)."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -103,7 +104,9 @@ class FastRCNNOutputLayers(nn.Module):
         x = x.flatten(start_dim=1)
         return self.cls_score(x), self.bbox_pred(x)
 
-    def losses(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+    def losses(
+        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
         """Cross-entropy over sampled proposals and box regression over their foreground,
         both normalised by the number of sampled proposals."""
         scores, proposal_deltas = predictions
@@ -120,15 +123,21 @@ class FastRCNNOutputLayers(nn.Module):
         else:
             fg_deltas = proposal_deltas.view(-1, self.num_classes, box_dim)[fg, gt_classes[fg]]
         loss_box_reg = box_regression_loss(
-            proposal_boxes[fg], self.box2box_transform, fg_deltas, gt_boxes[fg],
-            loss_type=self.box_reg_loss_type, smooth_l1_beta=self.smooth_l1_beta,
+            proposal_boxes[fg],
+            self.box2box_transform,
+            fg_deltas,
+            gt_boxes[fg],
+            loss_type=self.box_reg_loss_type,
+            smooth_l1_beta=self.smooth_l1_beta,
         ) / max(gt_classes.numel(), 1.0)
         return {
             "loss_cls": loss_cls * self.loss_weight["loss_cls"],
             "loss_box_reg": loss_box_reg * self.loss_weight["loss_box_reg"],
         }
 
-    def predict_boxes(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> List[torch.Tensor]:
+    def predict_boxes(
+        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+    ) -> List[torch.Tensor]:
         """Per image, decoded boxes (R_i, K*4) (or (R_i, 4) if agnostic)."""
         if not proposals:
             return []
@@ -137,7 +146,9 @@ class FastRCNNOutputLayers(nn.Module):
         predicted = self.box2box_transform.apply_deltas(proposal_deltas, boxes)
         return list(predicted.split([len(p) for p in proposals]))
 
-    def predict_probs(self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]) -> List[torch.Tensor]:
+    def predict_probs(
+        self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
+    ) -> List[torch.Tensor]:
         """Per image, softmax class probabilities (R_i, K+1)."""
         scores, _ = predictions
         return list(F.softmax(scores, dim=-1).split([len(p) for p in proposals]))

@@ -1,4 +1,5 @@
 """Mask heads: per-RoI, per-class mask logits, their loss, and inference."""
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -48,11 +49,13 @@ def report_mask_stats(logits: torch.Tensor, gt_masks: torch.Tensor) -> None:
         return
     predicted, target = logits > 0, gt_masks > 0.5
     num_positive = int(target.sum())
-    storage.put_scalars(**{
-        "mask_rcnn/accuracy": (predicted == target).float().mean(),
-        "mask_rcnn/false_positive": (predicted & ~target).sum() / max(target.numel() - num_positive, 1),
-        "mask_rcnn/false_negative": (~predicted & target).sum() / max(num_positive, 1),
-    })
+    storage.put_scalars(
+        **{
+            "mask_rcnn/accuracy": (predicted == target).float().mean(),
+            "mask_rcnn/false_positive": (predicted & ~target).sum() / max(target.numel() - num_positive, 1),
+            "mask_rcnn/false_negative": (~predicted & target).sum() / max(num_positive, 1),
+        }
+    )
 
 
 def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Instances]) -> None:
@@ -82,8 +85,13 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         self.conv_norm_relus = []
         for k in range(head.NUM_CONV):
             conv = Conv2d(
-                channels, head.CONV_DIM, kernel_size=3, padding=1, bias=not head.NORM,
-                norm=get_norm(head.NORM, head.CONV_DIM), activation=nn.ReLU(),
+                channels,
+                head.CONV_DIM,
+                kernel_size=3,
+                padding=1,
+                bias=not head.NORM,
+                norm=get_norm(head.NORM, head.CONV_DIM),
+                activation=nn.ReLU(),
             )
             self.add_module(f"mask_fcn{k + 1}", conv)
             self.conv_norm_relus.append(conv)

@@ -1,4 +1,5 @@
 """``StandardROIHeads``: per-RoI box classification/regression and mask prediction on FPN features."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
@@ -60,9 +61,7 @@ class StandardROIHeads(nn.Module):
         self.mask_on = cfg.MODEL.MASK_ON
         if self.mask_on:
             mask = cfg.MODEL.ROI_MASK_HEAD
-            self.mask_pooler = ROIPooler(
-                mask.POOLER_RESOLUTION, scales, mask.POOLER_SAMPLING_RATIO, mask.POOLER_TYPE
-            )
+            self.mask_pooler = ROIPooler(mask.POOLER_RESOLUTION, scales, mask.POOLER_SAMPLING_RATIO, mask.POOLER_TYPE)
             self.mask_head = build_mask_head(
                 cfg, ShapeSpec(channels=in_channels, height=mask.POOLER_RESOLUTION, width=mask.POOLER_RESOLUTION)
             )
@@ -79,9 +78,7 @@ class StandardROIHeads(nn.Module):
             if self.proposal_append_gt:
                 gt_as_proposals = Instances(props.image_size)
                 gt_as_proposals.proposal_boxes = gts.gt_boxes
-                gt_as_proposals.objectness_logits = torch.full(
-                    (len(gts),), 1e10, device=gts.gt_boxes.device
-                )
+                gt_as_proposals.objectness_logits = torch.full((len(gts),), 1e10, device=gts.gt_boxes.device)
                 props = Instances.cat([props, gt_as_proposals])
             has_gt = len(gts) > 0
             iou = pairwise_iou(gts.gt_boxes, props.proposal_boxes)
@@ -107,9 +104,12 @@ class StandardROIHeads(nn.Module):
             sampled.append(props)
         storage = current_event_storage()
         if storage is not None and sampled:
-            storage.put_scalars(**{
-                "roi_head/num_fg_samples": num_fg / len(sampled), "roi_head/num_bg_samples": num_bg / len(sampled),
-            })
+            storage.put_scalars(
+                **{
+                    "roi_head/num_fg_samples": num_fg / len(sampled),
+                    "roi_head/num_bg_samples": num_bg / len(sampled),
+                }
+            )
         return sampled
 
     def forward(
@@ -132,7 +132,9 @@ class StandardROIHeads(nn.Module):
         detections = self._forward_box(features, proposals)
         return self.forward_with_given_boxes(features, detections), {}
 
-    def forward_with_given_boxes(self, features: Dict[str, torch.Tensor], instances: List[Instances]) -> List[Instances]:
+    def forward_with_given_boxes(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> List[Instances]:
         """Add masks (and any other per-instance predictions) to instances that already have
         ``pred_boxes`` and ``pred_classes``. Inference only."""
         if self.training:
