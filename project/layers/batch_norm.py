@@ -20,20 +20,27 @@ class FrozenBatchNorm2d(nn.Module):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features) - eps)
+        # Start as the identity: scale = 1 / sqrt((1 - eps) + eps) = 1 and shift = 0. The order of
+        # registration is the order of the state-dict keys.
+        identity = {
+            "weight": torch.ones(num_features),
+            "bias": torch.zeros(num_features),
+            "running_mean": torch.zeros(num_features),
+            "running_var": torch.ones(num_features) - eps,
+        }
+        for name, value in identity.items():
+            self.register_buffer(name, value)
 
     def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel ``(scale, shift)`` such that the layer computes ``x * scale + shift``."""
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return scale, shift
+        """Per-channel ``(scale, shift)``, shape (C,) each, such that the layer computes ``x * scale + shift``."""
+        inv_std = torch.rsqrt(self.running_var + self.eps)
+        scale = self.weight * inv_std
+        return scale, self.bias - self.running_mean * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.scale_and_shift()
-        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
+        """``x`` of shape (N, C, H, W), any float dtype; the result has the dtype of ``x``."""
+        scale, shift = (t.to(x.dtype).view(1, -1, 1, 1) for t in self.scale_and_shift())
+        return x * scale + shift
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # BatchNorm checkpoints carry a "num_batches_tracked" counter that is meaningless here.

@@ -77,13 +77,13 @@ class Boxes:
         return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
 
     def clip(self, box_size: Tuple[int, int]) -> None:
-        """Clip in place to an image of ``box_size = (height, width)``."""
-        h, w = box_size
-        x0 = self.tensor[:, 0].clamp(min=0, max=w)
-        y0 = self.tensor[:, 1].clamp(min=0, max=h)
-        x1 = self.tensor[:, 2].clamp(min=0, max=w)
-        y1 = self.tensor[:, 3].clamp(min=0, max=h)
-        self.tensor = torch.stack((x0, y0, x1, y1), dim=-1)
+        """Clip in place to an image of ``box_size = (height, width)``: x to [0, width], y to [0, height].
+
+        NaN coordinates stay NaN.
+        """
+        height, width = box_size
+        upper = self.tensor.new_tensor([width, height, width, height])
+        self.tensor = self.tensor.clamp(min=0).minimum(upper)
 
     def nonempty(self, threshold: float = 0.0) -> torch.Tensor:
         """Boolean (N,): True where both sides are longer than ``threshold``."""
@@ -127,22 +127,31 @@ class Boxes:
         return cls(torch.cat([b.tensor for b in boxes_list], dim=0))
 
 
+def _overlap_lengths(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
+    """Intervals as rows ``[start, end]``, (N, 2) and (M, 2) -> (N, M) length they share; 0 if disjoint."""
+    start = torch.max(spans1[:, None, 0], spans2[:, 0])
+    end = torch.min(spans1[:, None, 1], spans2[:, 1])
+    return (end - start).clamp(min=0)
+
+
 def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
-    """Intersection areas, shape (N, M)."""
+    """Overlap area of box i of ``boxes1`` with box j of ``boxes2`` (XYXY, absolute), shape (N, M)."""
     a, b = boxes1.tensor, boxes2.tensor
-    wh = torch.min(a[:, None, 2:], b[:, 2:]) - torch.max(a[:, None, :2], b[:, :2])
-    wh.clamp_(min=0)
-    return wh.prod(dim=2)
+    # Columns 0 and 2 are a box's x extent, columns 1 and 3 its y extent.
+    return _overlap_lengths(a[:, 0::2], b[:, 0::2]) * _overlap_lengths(a[:, 1::2], b[:, 1::2])
+
+
+def _ratio_if_overlapping(inter: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``inter / denominator`` where ``inter > 0``, exactly 0 elsewhere (degenerate boxes give 0, not NaN)."""
+    return torch.where(inter > 0, inter / denominator, 0.0)
 
 
 def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
-    """IoU of every pair, shape (N, M); 0 where the boxes do not intersect (no NaN)."""
+    """Intersection over union of every pair, shape (N, M); 0 for pairs that do not overlap."""
     inter = pairwise_intersection(boxes1, boxes2)
-    union = boxes1.area()[:, None] + boxes2.area() - inter
-    return torch.where(inter > 0, inter / union, torch.zeros(1, dtype=inter.dtype, device=inter.device))
+    return _ratio_if_overlapping(inter, boxes1.area()[:, None] + boxes2.area() - inter)
 
 
 def pairwise_ioa(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
-    """Intersection over the area of ``boxes2``, shape (N, M)."""
-    inter = pairwise_intersection(boxes1, boxes2)
-    return torch.where(inter > 0, inter / boxes2.area(), torch.zeros(1, dtype=inter.dtype, device=inter.device))
+    """Intersection over the area of box j of ``boxes2``, shape (N, M); 0 for pairs that do not overlap."""
+    return _ratio_if_overlapping(pairwise_intersection(boxes1, boxes2), boxes2.area())

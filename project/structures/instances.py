@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
@@ -32,9 +32,15 @@ class Instances:
             self.set(name, value)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "_fields" or name not in self._fields:
-            raise AttributeError(f"Cannot find field '{name}' in the given Instances!")
-        return self._fields[name]
+        # Python calls this only when normal lookup fails, which is how fields (kept in _fields, not
+        # in __dict__) are read. Before __init__ has run (unpickling, copy) _fields does not exist.
+        fields = self.__dict__.get("_fields", {})
+        if name == "_fields" or name not in fields:
+            raise AttributeError(
+                f"Instances has no field '{name}' (its fields: {sorted(fields) or 'none'}); "
+                f"set it first, e.g. `instances.{name} = ...`, or test with `instances.has('{name}')`"
+            )
+        return fields[name]
 
     def set(self, name: str, value: Any) -> None:
         n = len(value)
@@ -54,30 +60,32 @@ class Instances:
     def get_fields(self) -> Dict[str, Any]:
         return self._fields
 
-    def to(self, *args: Any, **kwargs: Any) -> Instances:
-        """A copy with every field that has ``.to`` moved (device and/or dtype)."""
+    def _map_fields(self, fn: Callable[[Any], Any]) -> Instances:
+        """A new ``Instances`` of the same image size holding ``fn(value)`` for every field, in order."""
         out = Instances(self._image_size)
-        for k, v in self._fields.items():
-            out.set(k, v.to(*args, **kwargs) if hasattr(v, "to") else v)
+        for name, value in self._fields.items():
+            out.set(name, fn(value))
         return out
 
+    def to(self, *args: Any, **kwargs: Any) -> Instances:
+        """A copy with every field that has ``.to`` moved (device and/or dtype)."""
+        return self._map_fields(lambda value: value.to(*args, **kwargs) if hasattr(value, "to") else value)
+
+    def _one_row(self, index: int) -> slice:
+        """The length-1 slice that selects row ``index`` (negative counts from the end)."""
+        n = len(self)
+        if not -n <= index < n:
+            valid = f", so an int index must satisfy {-n} <= index < {n}" if n else ""
+            raise IndexError(f"Instances index {index} is out of range: these Instances hold {n} instances{valid}")
+        row = index % n
+        return slice(row, row + 1)
+
     def __getitem__(self, item) -> Instances:
+        """Select instances in every field: an int (kept as a length-1 ``Instances``), a slice,
+        a bool mask or an index tensor. List fields are indexed element by element."""
         if isinstance(item, int):
-            if item >= len(self) or item < -len(self):
-                raise IndexError("Instances index out of range!")
-            item = slice(item, None, len(self)) if item == -1 else slice(item, item + 1)
-        out = Instances(self._image_size)
-        for k, v in self._fields.items():
-            if isinstance(v, list):
-                if isinstance(item, torch.Tensor) and item.dtype == torch.bool:
-                    out.set(k, [x for x, keep in zip(v, item.tolist()) if keep])
-                elif isinstance(item, torch.Tensor):
-                    out.set(k, [v[i] for i in item.tolist()])
-                else:
-                    out.set(k, v[item])
-            else:
-                out.set(k, v[item])
-        return out
+            item = self._one_row(item)
+        return self._map_fields(lambda value: _select(value, item))
 
     def __len__(self) -> int:
         for v in self._fields.values():
@@ -85,37 +93,61 @@ class Instances:
         return 0
 
     def __iter__(self):
-        raise NotImplementedError("`Instances` object is not iterable!")
+        raise NotImplementedError(
+            "Instances cannot be iterated over; select rows with instances[i] or instances[mask], "
+            "or loop over one field, e.g. `for box in instances.pred_boxes`"
+        )
 
     @staticmethod
     def cat(instance_lists: List[Instances]) -> Instances:
-        """Concatenate instances of the same image size, field by field."""
+        """Concatenate ``Instances`` of one image size, field by field, in list order.
+
+        The fields of the first element are used. A list of one is returned as is (not copied).
+        """
         if not instance_lists:
-            raise ValueError("Instances.cat needs at least one Instances")
-        if len(instance_lists) == 1:
-            return instance_lists[0]
-        image_size = instance_lists[0].image_size
-        for i in instance_lists[1:]:
-            if i.image_size != image_size:
-                raise ValueError(f"cannot cat Instances of sizes {image_size} and {i.image_size}")
-        out = Instances(image_size)
-        for k in instance_lists[0]._fields:
-            values = [i.get(k) for i in instance_lists]
-            v0 = values[0]
-            if isinstance(v0, torch.Tensor):
-                merged = torch.cat(values, dim=0)
-            elif isinstance(v0, list):
-                merged = list(itertools.chain(*values))
-            elif hasattr(type(v0), "cat"):
-                merged = type(v0).cat(values)
-            else:
-                raise ValueError(f"Unsupported type {type(v0)} for concatenation")
-            out.set(k, merged)
+            raise ValueError("Instances.cat got an empty list; pass at least one Instances")
+        first, *others = instance_lists
+        if not others:
+            return first
+        sizes = {i.image_size for i in instance_lists}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"Instances.cat needs one image size, got {sorted(sizes)}; "
+                "concatenate the instances of each image separately"
+            )
+        out = Instances(first.image_size)
+        for name in first.get_fields():
+            out.set(name, _concat(name, [i.get(name) for i in instance_lists]))
         return out
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}: {v}" for k, v in self._fields.items())
-        return (
-            f"Instances(num_instances={len(self)}, image_height={self._image_size[0]}, "
-            f"image_width={self._image_size[1]}, fields=[{fields}])"
+        height, width = self._image_size
+        lines = [f"Instances: {len(self)} in a {height}x{width} (height x width) image"]
+        lines += [f"  {name} = {value}" for name, value in self._fields.items()]
+        return "\n".join(lines)
+
+
+def _select(value: Any, item: Any) -> Any:
+    """``value[item]``, except that a list indexed by a tensor is gathered element by element
+    (a bool tensor keeps the entries where it is True)."""
+    if not (isinstance(value, list) and isinstance(item, torch.Tensor)):
+        return value[item]
+    if item.dtype == torch.bool:
+        return list(itertools.compress(value, item.tolist()))
+    return [value[i] for i in item.tolist()]
+
+
+def _concat(name: str, values: List[Any]) -> Any:
+    """Join one field's values from several ``Instances``: tensors along dim 0, lists end to end,
+    other types with their class's ``cat``."""
+    if isinstance(values[0], torch.Tensor):
+        return torch.cat(values, dim=0)
+    if isinstance(values[0], list):
+        return [x for part in values for x in part]
+    kind = type(values[0])
+    if not hasattr(kind, "cat"):
+        raise ValueError(
+            f"Instances.cat cannot join field '{name}' of type {kind.__name__}: store it as a tensor, "
+            "a list, or a type with a classmethod `cat(list)`"
         )
+    return kind.cat(values)

@@ -45,13 +45,16 @@ def is_main_process() -> bool:
 
 
 def synchronize() -> None:
-    """Barrier across all processes; a no-op in a single process."""
-    if get_world_size() == 1:
-        return
+    """Block until every process of the default group has called this; returns at once in a single process."""
+    if get_world_size() > 1:
+        dist.barrier(**_barrier_device())
+
+
+def _barrier_device() -> Dict[str, Any]:
+    """Under NCCL, name the current CUDA device for the barrier (otherwise torch guesses one and warns)."""
     if dist.get_backend() == dist.Backend.NCCL and torch.cuda.is_available():
-        dist.barrier(device_ids=[torch.cuda.current_device()])
-    else:
-        dist.barrier()
+        return {"device_ids": [torch.cuda.current_device()]}
+    return {}
 
 
 def _cpu_group() -> Optional[dist.ProcessGroup]:

@@ -26,7 +26,10 @@ _STORAGE_STACK: List[EventStorage] = []
 def get_event_storage() -> EventStorage:
     """The innermost ``EventStorage`` currently open (raises outside any)."""
     if not _STORAGE_STACK:
-        raise RuntimeError("get_event_storage() has to be called inside a 'with EventStorage(...)' block")
+        raise RuntimeError(
+            "get_event_storage(): no EventStorage is open. Call it within `with EventStorage(start_iter):` "
+            "(the trainer opens one around training), or use current_event_storage(), which gives None outside"
+        )
     return _STORAGE_STACK[-1]
 
 
