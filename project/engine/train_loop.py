@@ -22,15 +22,13 @@ logger = logging.getLogger(__name__)
 
 
 class HookBase:
-    """Code run around the iterations of a :class:`TrainerBase`, in registration order::
+    """Extends a :class:`TrainerBase` at four points: ``before_train`` once, then around each
+    iteration ``before_step`` and ``after_step``, then ``after_train`` once (also when training
+    fails). Hooks are called in the order they were registered.
 
-        hook.before_train()
-        for trainer.iter in range(start_iter, max_iter):
-            hook.before_step(); trainer.run_step(); hook.after_step()
-        hook.after_train()
-
-    ``self.trainer`` is a weak proxy of the trainer, set at registration. Slow work belongs in
-    ``after_step`` so that ``before_step`` stays negligible (timers rely on it).
+    Registration sets ``self.trainer``, a weak proxy to the trainer. Put periodic work
+    (checkpoints, evaluation, logging) in ``after_step``: iteration timers measure from
+    ``before_step``, which should return at once.
     """
 
     trainer: TrainerBase
@@ -81,17 +79,22 @@ class TrainerBase:
         with EventStorage(start_iter) as self.storage:
             try:
                 self.before_train()
-                for self.iter in range(start_iter, max_iter):
-                    self.before_step()
-                    self.run_step()
-                    self.after_step()
-                # Past the loop, as if one more (empty) step had started.
-                self.iter = max_iter
+                self._run_iterations()
             except Exception:
-                logger.exception("Exception during training at iteration %d:", self.iter)
+                logger.exception("Training stopped by an error in iteration %d", self.iter)
                 raise
             finally:
                 self.after_train()
+
+    def _run_iterations(self) -> None:
+        """Iterations ``iter`` to ``max_iter - 1``; afterwards ``iter == max_iter`` (also when a
+        resumed run starts past it), which hooks that run after training read."""
+        while self.iter < self.max_iter:
+            self.before_step()
+            self.run_step()
+            self.after_step()
+            self.iter += 1
+        self.iter = self.max_iter
 
     def before_train(self) -> None:
         for hook in self._hooks:
@@ -230,8 +233,9 @@ class SimpleTrainer(TrainerBase):
         total = sum(loss_dict.values())
         if not torch.isfinite(total):
             raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration {self.iter}: "
+                f"training diverged at iteration {self.iter}: the total loss is not finite ("
                 + ", ".join(f"{name}={float(value):.4g}" for name, value in sorted(loss_dict.items()))
+                + "); try a lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS or SOLVER.CLIP_GRADIENTS"
             )
         device = total.device
         metrics = {name: value.to(device) for name, value in loss_dict.items()}

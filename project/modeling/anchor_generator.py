@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 from collections.abc import Sequence
@@ -59,20 +60,18 @@ def per_level_values(values: Sequence, num_levels: int, key: str) -> List[List[f
     return [[float(v) for v in level_values] for level_values in per_level]
 
 
-def generate_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> torch.Tensor:
-    """Anchors centred at (0, 0), XYXY float32 of shape (len(sizes) * len(aspect_ratios), 4).
+def _centred_box(size: float, aspect_ratio: float) -> List[float]:
+    """XYXY corners of the box centred at (0, 0) with area ``size**2`` and height / width ``aspect_ratio``."""
+    width = math.sqrt(size**2.0 / aspect_ratio)
+    half_w, half_h = width / 2.0, aspect_ratio * width / 2.0
+    return [-half_w, -half_h, half_w, half_h]
 
-    Size-major order. An anchor of size ``s`` and aspect ratio ``a = h / w`` has area ``s**2``,
-    so ``w = sqrt(s**2 / a)`` and ``h = a * w``.
-    """
-    boxes = []
-    for size in sizes:
-        area = size**2.0
-        for ratio in aspect_ratios:
-            width = math.sqrt(area / ratio)
-            height = ratio * width
-            boxes.append([-width / 2.0, -height / 2.0, width / 2.0, height / 2.0])
-    return torch.tensor(boxes, dtype=torch.float32)
+
+def generate_cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> torch.Tensor:
+    """Anchors centred at (0, 0), XYXY float32 of shape (len(sizes) * len(aspect_ratios), 4), one per
+    (size, aspect ratio) pair, size-major. An anchor's area is ``size**2`` and its aspect ratio is
+    height / width. Computed in Python floats (double), rounded to float32 once at the end."""
+    return torch.tensor([_centred_box(s, r) for s, r in itertools.product(sizes, aspect_ratios)], dtype=torch.float32)
 
 
 @ANCHOR_GENERATOR_REGISTRY.register()

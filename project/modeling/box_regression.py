@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from fvcore.nn import giou_loss, smooth_l1_loss
@@ -12,10 +12,45 @@ from fvcore.nn import giou_loss, smooth_l1_loss
 SCALE_CLAMP = math.log(1000.0 / 16)
 
 
+def _centres_and_sizes(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre x, centre y, width and height, each (N,), of XYXY ``boxes`` (N, 4)."""
+    left, top, right, bottom = (boxes[:, col] for col in range(4))
+    width = right - left
+    height = bottom - top
+    return left + 0.5 * width, top + 0.5 * height, width, height
+
+
+def _encode_axis(
+    src_centre: torch.Tensor,
+    src_size: torch.Tensor,
+    tgt_centre: torch.Tensor,
+    tgt_size: torch.Tensor,
+    shift_weight: float,
+    scale_weight: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weighted centre shift (in units of the source size) and weighted log size ratio along one axis."""
+    shift = shift_weight * (tgt_centre - src_centre) / src_size
+    log_scale = scale_weight * torch.log(tgt_size / src_size)
+    return shift, log_scale
+
+
+def _decode_axis(
+    shift: torch.Tensor, log_scale: torch.Tensor, centre: torch.Tensor, size: torch.Tensor, max_log_scale: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Start and end along one axis of a box moved by ``shift * size`` and scaled by ``exp(log_scale)``,
+    with ``log_scale`` capped at ``max_log_scale``. Unweighted deltas; the inputs broadcast together."""
+    new_centre = shift * size + centre
+    half_size = 0.5 * (torch.exp(log_scale.clamp(max=max_log_scale)) * size)
+    return new_centre - half_size, new_centre + half_size
+
+
 class Box2BoxTransform:
     """Encodes a target box relative to a source box as weighted (dx, dy, dw, dh), and back.
 
-    ``weights = (wx, wy, ww, wh)`` scale the deltas. Boxes are XYXY in absolute pixels.
+    With source centre ``(x, y)`` and size ``(w, h)`` and target centre ``(x', y')`` and size ``(w', h')``:
+    ``dx = wx * (x' - x) / w``, ``dy = wy * (y' - y) / h``, ``dw = ww * log(w' / w)``,
+    ``dh = wh * log(h' / h)``, for ``weights = (wx, wy, ww, wh)``. Boxes are XYXY in absolute pixels.
+    Decoding caps ``dw / ww`` and ``dh / wh`` at ``scale_clamp``.
     """
 
     def __init__(self, weights: Sequence[float], scale_clamp: float = SCALE_CLAMP):
@@ -23,48 +58,27 @@ class Box2BoxTransform:
         self.scale_clamp = scale_clamp
 
     def get_deltas(self, src_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
-        """Deltas (N, 4) that turn ``src_boxes`` (N, 4) into ``target_boxes`` (N, 4)."""
-        src_w = src_boxes[:, 2] - src_boxes[:, 0]
-        src_h = src_boxes[:, 3] - src_boxes[:, 1]
-        src_x = src_boxes[:, 0] + 0.5 * src_w
-        src_y = src_boxes[:, 1] + 0.5 * src_h
-        tgt_w = target_boxes[:, 2] - target_boxes[:, 0]
-        tgt_h = target_boxes[:, 3] - target_boxes[:, 1]
-        tgt_x = target_boxes[:, 0] + 0.5 * tgt_w
-        tgt_y = target_boxes[:, 1] + 0.5 * tgt_h
+        """Deltas (N, 4) that turn ``src_boxes`` (N, 4) into ``target_boxes`` (N, 4), in their dtype."""
+        src_x, src_y, src_w, src_h = _centres_and_sizes(src_boxes)
+        tgt_x, tgt_y, tgt_w, tgt_h = _centres_and_sizes(target_boxes)
         wx, wy, ww, wh = self.weights
-        return torch.stack(
-            (
-                wx * (tgt_x - src_x) / src_w,
-                wy * (tgt_y - src_y) / src_h,
-                ww * torch.log(tgt_w / src_w),
-                wh * torch.log(tgt_h / src_h),
-            ),
-            dim=1,
-        )
+        dx, dw = _encode_axis(src_x, src_w, tgt_x, tgt_w, wx, ww)
+        dy, dh = _encode_axis(src_y, src_h, tgt_y, tgt_h, wy, wh)
+        return torch.stack((dx, dy, dw, dh), dim=1)
 
     def apply_deltas(self, deltas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Apply deltas (N, 4k) to boxes (N, 4); returns (N, 4k) boxes, one per class group."""
+        """Decode deltas (N, 4k), k groups of (dx, dy, dw, dh) such as one per class, against
+        ``boxes`` (N, 4): returns (N, 4k) XYXY boxes, group by group, in float32 whatever the
+        input dtypes."""
         deltas = deltas.float()
         boxes = boxes.to(deltas.dtype)
-        widths = boxes[:, 2] - boxes[:, 0]
-        heights = boxes[:, 3] - boxes[:, 1]
-        ctr_x = boxes[:, 0] + 0.5 * widths
-        ctr_y = boxes[:, 1] + 0.5 * heights
+        # (N, 1) box geometry against (N, k) deltas: one decoded box per group.
+        ctr_x, ctr_y, width, height = (t[:, None] for t in _centres_and_sizes(boxes))
+        dx, dy, dw, dh = deltas.unflatten(1, (-1, 4)).unbind(dim=2)
         wx, wy, ww, wh = self.weights
-        dx = deltas[:, 0::4] / wx
-        dy = deltas[:, 1::4] / wy
-        dw = (deltas[:, 2::4] / ww).clamp(max=self.scale_clamp)
-        dh = (deltas[:, 3::4] / wh).clamp(max=self.scale_clamp)
-        pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
-        pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
-        pred_w = torch.exp(dw) * widths[:, None]
-        pred_h = torch.exp(dh) * heights[:, None]
-        x0 = pred_ctr_x - 0.5 * pred_w
-        y0 = pred_ctr_y - 0.5 * pred_h
-        x1 = pred_ctr_x + 0.5 * pred_w
-        y1 = pred_ctr_y + 0.5 * pred_h
-        return torch.stack((x0, y0, x1, y1), dim=-1).reshape(deltas.shape)
+        x0, x1 = _decode_axis(dx / wx, dw / ww, ctr_x, width, self.scale_clamp)
+        y0, y1 = _decode_axis(dy / wy, dh / wh, ctr_y, height, self.scale_clamp)
+        return torch.stack((x0, y0, x1, y1), dim=2).reshape(deltas.shape)
 
 
 def box_regression_loss(

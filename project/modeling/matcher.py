@@ -29,20 +29,36 @@ class Matcher:
         self.allow_low_quality_matches = allow_low_quality_matches
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """From an (M ground truth, N predictions) IoU matrix, return per prediction the index of
-        its matched ground truth (N,) int64 and its label (N,) int8."""
+        """Match an (M ground truth, N predictions) quality matrix such as IoU.
+
+        Returns, per prediction, the index of its best ground truth, (N,) int64 (ties go to the
+        lowest index), and its label, (N,) int8. Without ground truth (or predictions) every
+        prediction gets index 0 and the label of the lowest band.
+        """
         if match_quality_matrix.numel() == 0:
-            n = match_quality_matrix.size(1)
-            matches = match_quality_matrix.new_full((n,), 0, dtype=torch.int64)
-            labels = match_quality_matrix.new_full((n,), self.labels[0], dtype=torch.int8)
-            return matches, labels
-        matched_vals, matches = match_quality_matrix.max(dim=0)
-        match_labels = matches.new_full(matches.size(), 1, dtype=torch.int8)
-        for label, low, high in zip(self.labels, self.thresholds[:-1], self.thresholds[1:]):
-            in_range = (matched_vals >= low) & (matched_vals < high)
-            match_labels[in_range] = label
+            return self._unmatched(match_quality_matrix)
+        best_quality, matches = match_quality_matrix.max(dim=0)
+        match_labels = self._band_labels(best_quality)
         if self.allow_low_quality_matches:
-            best_per_gt, _ = match_quality_matrix.max(dim=1)
-            _, pred_idx = torch.nonzero(match_quality_matrix == best_per_gt[:, None], as_tuple=True)
-            match_labels[pred_idx] = 1
+            match_labels.masked_fill_(_best_for_some_gt(match_quality_matrix), 1)
         return matches, match_labels
+
+    def _unmatched(self, match_quality_matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        num_predictions = match_quality_matrix.size(1)
+        matches = match_quality_matrix.new_zeros(num_predictions, dtype=torch.int64)
+        return matches, torch.full_like(matches, self.labels[0], dtype=torch.int8)
+
+    def _band_labels(self, quality: torch.Tensor) -> torch.Tensor:
+        """int8 label of each value's band ``[low, high)``; a value in no band (NaN, +inf) gets 1."""
+        labels = torch.ones_like(quality, dtype=torch.int8)
+        bands = zip(self.thresholds[:-1], self.thresholds[1:])
+        for label, (low, high) in zip(self.labels, bands):
+            labels.masked_fill_((quality >= low) & (quality < high), label)
+        return labels
+
+
+def _best_for_some_gt(match_quality_matrix: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: which predictions reach the highest quality of at least one ground-truth row (ties
+    included), however low that quality is."""
+    best_per_gt = match_quality_matrix.max(dim=1, keepdim=True).values
+    return (match_quality_matrix == best_per_gt).any(dim=0)

@@ -18,12 +18,13 @@ def assign_boxes_to_levels(
     """Pyramid level index (0-based from ``min_level``) for every box, concatenated over images.
 
     A box of side ``sqrt(area)`` goes to ``floor(canonical_level + log2(side / canonical_box_size))``
-    clamped to ``[min_level, max_level]`` (FPN paper, eq. 1).
+    clamped to ``[min_level, max_level]`` (FPN paper, eq. 1); the small epsilon keeps a box of
+    exactly twice the canonical size from landing one level lower through rounding.
     """
-    sizes = torch.sqrt(torch.cat([boxes.area() for boxes in box_lists]))
-    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + 1e-8))
-    levels = torch.clamp(levels, min=min_level, max=max_level)
-    return levels.to(torch.int64) - min_level
+    side = torch.cat([boxes.area() for boxes in box_lists]).sqrt()
+    octaves = torch.log2(side / canonical_box_size + 1e-8)
+    level = (canonical_level + octaves).floor().clamp(min_level, max_level)
+    return level.long() - min_level
 
 
 def boxes_to_rois(box_lists: List[Boxes]) -> torch.Tensor:
@@ -69,6 +70,9 @@ class ROIPooler(nn.Module):
         self.canonical_level = canonical_level
 
     def _pool(self, feature: torch.Tensor, rois: torch.Tensor, scale: float) -> torch.Tensor:
+        # RoIAlign's CPU kernel is far slower on channels-last maps, and would convert the map
+        # itself; converting here, once per call and only for levels that have boxes, is cheaper.
+        feature = feature.contiguous()
         return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
     def forward(self, features: List[torch.Tensor], box_lists: List[Boxes]) -> torch.Tensor:

@@ -9,18 +9,26 @@ import torch
 from ..layers import nonzero_tuple
 
 
+def _random_subset(indices: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` entries of the 1-D ``indices``, drawn without replacement, in random order
+    (one ``torch.randperm`` of ``len(indices)``)."""
+    order = torch.randperm(indices.numel(), device=indices.device)
+    return indices[order[:count]]
+
+
 def subsample_labels(
     labels: torch.Tensor, num_samples: int, positive_fraction: float, bg_label: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pick at most ``num_samples`` indices, of which at most ``positive_fraction`` are
-    foreground (label not -1 and not ``bg_label``), the rest background (``bg_label``).
+    """Draw a minibatch of at most ``num_samples`` indices into the 1-D ``labels``.
 
-    Returns the sampled foreground and background indices into ``labels``, chosen at random.
+    Foreground (neither -1 nor ``bg_label``) fills up to ``int(num_samples * positive_fraction)``
+    slots; background (``bg_label``) fills the rest, as far as there are enough of each; -1 is never
+    drawn. Returns (foreground indices, background indices), int64, each in random order; the
+    foreground is drawn first.
     """
-    positive = nonzero_tuple((labels != -1) & (labels != bg_label))[0]
-    negative = nonzero_tuple(labels == bg_label)[0]
-    num_pos = min(positive.numel(), int(num_samples * positive_fraction))
-    num_neg = min(negative.numel(), num_samples - num_pos)
-    perm1 = torch.randperm(positive.numel(), device=positive.device)[:num_pos]
-    perm2 = torch.randperm(negative.numel(), device=negative.device)[:num_neg]
-    return positive[perm1], negative[perm2]
+    is_bg = labels == bg_label
+    fg_pool = nonzero_tuple((labels != -1) & ~is_bg)[0]
+    bg_pool = nonzero_tuple(is_bg)[0]
+    num_fg = min(fg_pool.numel(), int(num_samples * positive_fraction))
+    num_bg = min(bg_pool.numel(), num_samples - num_fg)
+    return _random_subset(fg_pool, num_fg), _random_subset(bg_pool, num_bg)

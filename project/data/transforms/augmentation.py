@@ -8,10 +8,14 @@ each worker.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from fvcore.transforms.transform import Transform, TransformList
+
+
+def _apply_unless_none(apply: Callable[[np.ndarray], np.ndarray], value: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    return None if value is None else apply(value)
 
 
 class AugInput:
@@ -27,12 +31,11 @@ class AugInput:
         self.sem_seg = sem_seg
 
     def transform(self, tfm: Transform) -> None:
-        """Apply ``tfm`` to every field, in place."""
+        """Replace the image, then the boxes and the label map where present, by their
+        images under ``tfm``."""
         self.image = tfm.apply_image(self.image)
-        if self.boxes is not None:
-            self.boxes = tfm.apply_box(self.boxes)
-        if self.sem_seg is not None:
-            self.sem_seg = tfm.apply_segmentation(self.sem_seg)
+        self.boxes = _apply_unless_none(tfm.apply_box, self.boxes)
+        self.sem_seg = _apply_unless_none(tfm.apply_segmentation, self.sem_seg)
 
     def apply_augmentations(self, augmentations: Sequence[Augmentation]) -> TransformList:
         """Apply the augmentations in order, in place; returns the transforms they chose."""

@@ -54,16 +54,21 @@ class ResizeShortestEdge(Augmentation):
             newh, neww = newh * shrink, neww * shrink
         return int(newh + 0.5), int(neww + 0.5)
 
+    def _sample_short_edge(self) -> int:
+        """One short-side length, from one draw of NumPy's global generator."""
+        if self.sample_style == "choice":
+            return int(np.random.choice(self.short_edge_length))
+        shortest, longest = self.short_edge_length
+        return np.random.randint(shortest, longest + 1)
+
     def get_transform(self, image: np.ndarray) -> Transform:
+        """A resize of ``image`` (its first two axes are H, W) to the sampled short side; a
+        no-op when the sampled length is 0."""
         h, w = image.shape[:2]
-        if self.sample_style == "range":
-            size = np.random.randint(self.short_edge_length[0], self.short_edge_length[1] + 1)
-        else:
-            size = np.random.choice(self.short_edge_length)
-        if size == 0:
+        target = self._sample_short_edge()
+        if target == 0:
             return NoOpTransform()
-        newh, neww = self.get_output_shape(h, w, int(size), self.max_size)
-        return ResizeTransform(h, w, newh, neww, self.interp)
+        return ResizeTransform(h, w, *self.get_output_shape(h, w, target, self.max_size), self.interp)
 
 
 class RandomFlip(Augmentation):
@@ -103,32 +108,44 @@ class RandomCrop(Augmentation):
         self.crop_type = crop_type
         self.crop_size = tuple(crop_size)
 
-    def get_crop_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        """(crop_h, crop_w) in pixels for an image of ``image_size = (h, w)``."""
-        h, w = image_size
-        a, b = self.crop_size
+    def _height_width_fractions(self) -> Tuple[float, float]:
+        """The crop's share of the image height and width, for the relative crop types
+        ("relative_range" draws ``np.random.rand(2)``)."""
         if self.crop_type == "relative":
-            return int(h * a + 0.5), int(w * b + 0.5)
-        if self.crop_type == "relative_range":
-            fractions = np.asarray(self.crop_size, dtype=np.float64)
-            fh, fw = fractions + np.random.rand(2) * (1 - fractions)
-            return int(h * fh + 0.5), int(w * fw + 0.5)
+            return self.crop_size
+        smallest = np.asarray(self.crop_size, dtype=np.float64)
+        return tuple(smallest + (1 - smallest) * np.random.rand(2))
+
+    def _height_width_pixels(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """The crop's height and width in pixels, for the absolute crop types, capped by
+        ``image_size`` ("absolute_range" draws the height, then the width, with ``np.random.randint``)."""
         if self.crop_type == "absolute":
-            return min(int(a), h), min(int(b), w)
-        if a > b:
-            raise ValueError(f"absolute_range crop needs min <= max, got {self.crop_size}")
-        ch = np.random.randint(min(h, int(a)), min(h, int(b)) + 1)
-        cw = np.random.randint(min(w, int(a)), min(w, int(b)) + 1)
-        return ch, cw
+            return tuple(min(int(size), extent) for size, extent in zip(self.crop_size, image_size))
+        low, high = self.crop_size
+        if low > high:
+            raise ValueError(f"RandomCrop: an absolute_range crop_size is (min, max); got {self.crop_size}")
+        low, high = int(low), int(high)
+        return tuple(np.random.randint(min(extent, low), min(extent, high) + 1) for extent in image_size)
+
+    def get_crop_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """(crop_h, crop_w) in pixels for an image of ``image_size = (h, w)``; relative sizes
+        round to the nearest pixel."""
+        if len(image_size) != 2:
+            raise ValueError(f"RandomCrop.get_crop_size takes an (h, w) image size, got {image_size}")
+        if not self.crop_type.startswith("relative"):
+            return self._height_width_pixels(image_size)
+        fractions = self._height_width_fractions()
+        return tuple(int(extent * fraction + 0.5) for extent, fraction in zip(image_size, fractions))
 
     def get_transform(self, image: np.ndarray) -> Transform:
+        """A crop of ``image`` (its first two axes are H, W) at an offset drawn uniformly among
+        those that keep it inside (``np.random.randint``, top then left)."""
         h, w = image.shape[:2]
-        ch, cw = self.get_crop_size((h, w))
-        if not (0 < ch <= h and 0 < cw <= w):
-            raise ValueError(f"crop {ch}x{cw} does not fit a {h}x{w} image")
-        y0 = np.random.randint(h - ch + 1)
-        x0 = np.random.randint(w - cw + 1)
-        return CropTransform(x0, y0, cw, ch, w, h)
+        crop_h, crop_w = self.get_crop_size((h, w))
+        if not (0 < crop_h <= h and 0 < crop_w <= w):
+            raise ValueError(f"RandomCrop: a {crop_h}x{crop_w} crop does not fit the {h}x{w} image")
+        y0, x0 = [np.random.randint(extent - crop + 1) for extent, crop in ((h, crop_h), (w, crop_w))]
+        return CropTransform(x0, y0, crop_w, crop_h, w, h)
 
 
 class ResizeScale(Augmentation):

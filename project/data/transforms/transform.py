@@ -59,8 +59,10 @@ class ResizeTransform(Transform):
         return out
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        coords[:, 0] = coords[:, 0] * (self.new_w / self.w)
-        coords[:, 1] = coords[:, 1] * (self.new_h / self.h)
+        """Scale (N, 2) ``(x, y)`` points by ``new_w / w`` and ``new_h / h``, writing into
+        ``coords`` (which is returned); integer arrays truncate."""
+        for axis, (new_length, length) in enumerate(((self.new_w, self.w), (self.new_h, self.h))):
+            coords[:, axis] = coords[:, axis] * (new_length / length)
         return coords
 
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ serve depths 50, 101 and 152; basic blocks serve depths 18 and 34.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from fvcore.nn.weight_init import c2_msra_fill
@@ -57,19 +57,42 @@ class CNNBlockBase(nn.Module):
                 c2_msra_fill(conv)
 
 
+def _conv_norm(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    norm: NormSpec,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    relu: bool = False,
+) -> Conv2d:
+    """A bias-free square convolution, then ``norm`` and (with ``relu``) an in-place ReLU.
+
+    The padding is ``dilation * (kernel_size // 2)``, so with stride 1 an odd kernel keeps
+    the spatial size and with stride ``s`` the output is ``ceil(size / s)``.
+    """
+    return Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=dilation * (kernel_size // 2),
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+        norm=get_norm(norm, out_channels),
+        activation=F.relu_ if relu else None,
+    )
+
+
 def _projection_shortcut(in_channels: int, out_channels: int, stride: int, norm: NormSpec) -> Optional[Conv2d]:
     """The strided 1x1 convolution matching a block's input to its output, or ``None`` when
     the channel counts already agree (the input is then added unchanged)."""
     if in_channels == out_channels:
         return None
-    return Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size=1,
-        stride=stride,
-        bias=False,
-        norm=get_norm(norm, out_channels),
-    )
+    return _conv_norm(in_channels, out_channels, 1, norm, stride=stride)
 
 
 def _add_shortcut_and_relu(residual: torch.Tensor, x: torch.Tensor, shortcut: Optional[nn.Module]) -> torch.Tensor:
@@ -82,16 +105,7 @@ class BasicStem(CNNBlockBase):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: NormSpec = "BN"):
         super().__init__(in_channels, out_channels, stride=4)
-        self.conv1 = Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=7,
-            stride=2,
-            padding=3,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-            activation=F.relu_,
-        )
+        self.conv1 = _conv_norm(in_channels, out_channels, 7, norm, stride=2, relu=True)
         self._init_conv_weights(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,25 +117,11 @@ class BasicBlock(CNNBlockBase):
 
     def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: NormSpec = "BN"):
         super().__init__(in_channels, out_channels, stride)
+        # Registration order (shortcut first) fixes both the state-dict order and which
+        # random draws each layer's default initialisation consumes.
         self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
-        self.conv1 = Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=3,
-            stride=stride,
-            padding=1,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-            activation=F.relu_,
-        )
-        self.conv2 = Conv2d(
-            out_channels,
-            out_channels,
-            kernel_size=3,
-            padding=1,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
+        self.conv1 = _conv_norm(in_channels, out_channels, 3, norm, stride=stride, relu=True)
+        self.conv2 = _conv_norm(out_channels, out_channels, 3, norm)
         self._init_conv_weights(self.conv1, self.conv2, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,39 +149,49 @@ class BottleneckBlock(CNNBlockBase):
     ):
         super().__init__(in_channels, out_channels, stride)
         self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
-        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(
-            in_channels,
-            bottleneck_channels,
-            kernel_size=1,
-            stride=stride_1x1,
-            bias=False,
-            norm=get_norm(norm, bottleneck_channels),
-            activation=F.relu_,
+        reduce_stride, spatial_stride = (stride, 1) if stride_in_1x1 else (1, stride)
+        width = bottleneck_channels
+        self.conv1 = _conv_norm(in_channels, width, 1, norm, stride=reduce_stride, relu=True)
+        self.conv2 = _conv_norm(
+            width, width, 3, norm, stride=spatial_stride, dilation=dilation, groups=num_groups, relu=True
         )
-        self.conv2 = Conv2d(
-            bottleneck_channels,
-            bottleneck_channels,
-            kernel_size=3,
-            stride=stride_3x3,
-            padding=dilation,
-            dilation=dilation,
-            groups=num_groups,
-            bias=False,
-            norm=get_norm(norm, bottleneck_channels),
-            activation=F.relu_,
-        )
-        self.conv3 = Conv2d(
-            bottleneck_channels,
-            out_channels,
-            kernel_size=1,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
+        self.conv3 = _conv_norm(width, out_channels, 1, norm)
         self._init_conv_weights(self.conv1, self.conv2, self.conv3, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _add_shortcut_and_relu(self.conv3(self.conv2(self.conv1(x))), x, self.shortcut)
+
+
+def _checked_out_features(requested: Optional[Sequence[str]], stage_names: Sequence[str]) -> List[str]:
+    """``requested`` as a list (default: the last stage alone), after checking that it is a
+    non-empty selection among "stem" and ``stage_names``."""
+    names = list(stage_names[-1:] if requested is None else requested)
+    available = ["stem", *stage_names]
+    if not names or any(name not in available for name in names):
+        raise ValueError(f"ResNet out_features {names} must be a non-empty subset of {available}")
+    return names
+
+
+def _stages_needed(out_features: Sequence[str], stage_names: Sequence[str]) -> int:
+    """How many of ``stage_names`` must be built to produce ``out_features``: those after the
+    deepest requested one would never run ("stem" alone needs none)."""
+    depth_of = {name: depth for depth, name in enumerate(["stem", *stage_names])}
+    return max(depth_of[name] for name in out_features)
+
+
+def _feature_geometry(
+    block_groups: Sequence[Tuple[str, Sequence[CNNBlockBase]]],
+) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """``(strides, channels)`` by group name: the stride is the running product of every block's
+    stride up to the group's end, the channels are the group's last block's ``out_channels``."""
+    strides, channels = {}, {}
+    stride = 1
+    for name, blocks in block_groups:
+        for block in blocks:
+            stride *= block.stride
+        strides[name] = stride
+        channels[name] = blocks[-1].out_channels
+    return strides, channels
 
 
 class ResNet(Backbone):
@@ -206,29 +216,15 @@ class ResNet(Backbone):
             freeze_at: see :meth:`freeze`.
         """
         super().__init__()
-        stage_names = [f"res{index + 2}" for index in range(len(stages))]
-        if out_features is None:
-            out_features = stage_names[-1:]
-        known = ["stem", *stage_names]
-        unknown = [name for name in out_features if name not in known]
-        if unknown or not out_features:
-            raise ValueError(f"ResNet out_features {list(out_features)} must be a non-empty subset of {known}")
-        num_stages = max(known.index(name) for name in out_features)
-
+        stage_names = [f"res{number}" for number in range(2, 2 + len(stages))]
+        self._out_features = _checked_out_features(out_features, stage_names)
         self.stem = stem
-        stride = stem.stride
-        self._out_feature_strides = {"stem": stride}
-        self._out_feature_channels = {"stem": stem.out_channels}
-        self.stage_names = tuple(stage_names[:num_stages])
+        self.stage_names = tuple(stage_names[: _stages_needed(self._out_features, stage_names)])
         for name, blocks in zip(self.stage_names, stages):
             if not blocks:
-                raise ValueError(f"ResNet stage {name} has no blocks")
-            for block in blocks:
-                stride *= block.stride
+                raise ValueError(f"ResNet stage {name} got no blocks; every built stage needs at least one")
             self.add_module(name, nn.Sequential(*blocks))
-            self._out_feature_strides[name] = stride
-            self._out_feature_channels[name] = blocks[-1].out_channels
-        self._out_features = list(out_features)
+        self._out_feature_strides, self._out_feature_channels = _feature_geometry(self._block_groups())
         self.freeze(freeze_at)
 
     @property
@@ -236,32 +232,33 @@ class ResNet(Backbone):
         """The built stages, from ``res2`` on."""
         return [getattr(self, name) for name in self.stage_names]
 
+    def _block_groups(self) -> List[Tuple[str, Sequence[CNNBlockBase]]]:
+        """``("stem", [stem])`` then ``(stage name, its blocks)`` for each built stage, input first."""
+        return [("stem", [self.stem])] + [(name, getattr(self, name)) for name in self.stage_names]
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``x``: ``(N, C, H, W)`` with ``C`` the stem's input channels. Returns the requested
-        feature maps by name; the one of stride ``s`` is ``ceil(H / s)`` by ``ceil(W / s)``."""
+        feature maps by name, shallowest first; the one of stride ``s`` is ``ceil(H / s)`` by
+        ``ceil(W / s)``."""
         if x.dim() != 4 or x.shape[1] != self.stem.in_channels:
             raise ValueError(f"ResNet expects an (N, {self.stem.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
-        outputs = {}
-        x = self.stem(x)
-        if "stem" in self._out_features:
-            outputs["stem"] = x
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
-            if name in self._out_features:
-                outputs[name] = x
-        return outputs
+        requested = self._out_features
+        features = {}
+        for name, module in zip(("stem", *self.stage_names), (self.stem, *self.stages)):
+            x = module(x)
+            if name in requested:
+                features[name] = x
+        return features
 
     def freeze(self, freeze_at: int = 0) -> ResNet:
         """Freeze the first ``freeze_at`` stages, counting the stem as stage 1: 0 freezes
-        nothing, 1 the stem, 2 the stem and ``res2``, and so on. See ``CNNBlockBase.freeze``."""
+        nothing, 1 the stem, 2 the stem and ``res2``, and so on (a count beyond the built
+        stages freezes everything). Each block is frozen by its own ``freeze``."""
         if freeze_at < 0:
-            raise ValueError(f"freeze_at must be >= 0, got {freeze_at}")
-        if freeze_at >= 1:
-            self.stem.freeze()
-        for stage_number, stage in enumerate(self.stages, start=2):
-            if freeze_at >= stage_number:
-                for block in stage:
-                    block.freeze()
+            raise ValueError(f"ResNet.freeze: freeze_at must be >= 0 (0 freezes nothing), got {freeze_at}")
+        for _, blocks in self._block_groups()[:freeze_at]:
+            for block in blocks:
+                block.freeze()
         return self
 
     @staticmethod

@@ -81,16 +81,20 @@ class GeneralizedRCNN(nn.Module):
         if self.training:
             raise RuntimeError("GeneralizedRCNN.inference needs eval mode (call model.eval())")
         images = self.preprocess_image(batched_inputs)
-        features = self._backbone_features(images)
-        if detected_instances is None:
-            proposals, _ = self.proposal_generator(images, features, None)
-            results, _ = self.roi_heads(images, features, proposals, None)
-        else:
-            detected = [x.to(self.device) for x in detected_instances]
-            results = self.roi_heads.forward_with_given_boxes(features, detected)
-        if not do_postprocess:
-            return results
-        return self._postprocess(results, batched_inputs, images.image_sizes)
+        detections = self._detect(images, self._backbone_features(images), detected_instances)
+        if do_postprocess:
+            return self._postprocess(detections, batched_inputs, images.image_sizes)
+        return detections
+
+    def _detect(
+        self, images: ImageList, features: Dict[str, torch.Tensor], given: Optional[List[Instances]]
+    ) -> List[Instances]:
+        """Per image, detections in the frame of the preprocessed images: found from the RPN's
+        proposals, or, for ``given`` boxes and classes, completed by the remaining heads."""
+        if given is not None:
+            return self.roi_heads.forward_with_given_boxes(features, [x.to(self.device) for x in given])
+        proposals, _ = self.proposal_generator(images, features, None)
+        return self.roi_heads(images, features, proposals, None)[0]
 
     def preprocess_image(self, batched_inputs: BatchedInputs) -> ImageList:
         """Normalise each ``"image"`` and pad the batch to a multiple of the backbone's
@@ -115,9 +119,9 @@ class GeneralizedRCNN(nn.Module):
     def _postprocess(
         instances: List[Instances], batched_inputs: BatchedInputs, image_sizes
     ) -> List[Dict[str, Instances]]:
-        processed = []
-        for results, x, image_size in zip(instances, batched_inputs, image_sizes):
-            height = x.get("height", image_size[0])
-            width = x.get("width", image_size[1])
-            processed.append({"instances": detector_postprocess(results, height, width)})
-        return processed
+        # Each image's detections are rescaled to the size its input dict asks for (the
+        # original image's), or kept at the size the model saw.
+        return [
+            {"instances": detector_postprocess(found, x.get("height", seen[0]), x.get("width", seen[1]))}
+            for found, x, seen in zip(instances, batched_inputs, image_sizes)
+        ]

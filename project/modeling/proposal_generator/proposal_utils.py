@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import torch
 
@@ -11,6 +11,9 @@ from ...layers import batched_nms
 from ...structures import Boxes, Instances
 
 logger = logging.getLogger(__name__)
+
+# The objectness logit given to ground-truth boxes added as proposals: certain objects.
+GT_OBJECTNESS_LOGIT = 1e10
 
 
 def find_top_rpn_proposals(
@@ -35,34 +38,29 @@ def find_top_rpn_proposals(
     Returns one Instances per image with ``proposal_boxes`` (Boxes) and ``objectness_logits``
     (logits, sorted in descending order).
     """
-    num_images = len(image_sizes)
-    image_index = torch.arange(num_images, device=proposals[0].device)[:, None]
-    level_scores, level_boxes, level_ids = [], [], []
-    for level, (boxes, logits) in enumerate(zip(proposals, pred_objectness_logits)):
-        k = min(logits.shape[1], pre_nms_topk)
-        scores, index = logits.topk(k, dim=1)
-        level_scores.append(scores)
-        level_boxes.append(boxes[image_index, index])
-        level_ids.append(torch.full((k,), level, dtype=torch.int64, device=boxes.device))
-    scores = torch.cat(level_scores, dim=1)
-    boxes = torch.cat(level_boxes, dim=1)
-    level_ids = torch.cat(level_ids)
-
-    results = []
-    for image_id, image_size in enumerate(image_sizes):
-        results.append(
-            _select_in_image(
-                Boxes(boxes[image_id]),
-                scores[image_id],
-                level_ids,
-                image_size,
-                nms_thresh,
-                post_nms_topk,
-                min_box_size,
-                training,
-            )
+    candidates = [_level_top_k(boxes, logits, pre_nms_topk) for boxes, logits in zip(proposals, pred_objectness_logits)]
+    boxes = torch.cat([level_boxes for level_boxes, _ in candidates], dim=1)
+    scores = torch.cat([level_scores for _, level_scores in candidates], dim=1)
+    level_ids = torch.cat(
+        [
+            torch.full((s.shape[1],), level, dtype=torch.int64, device=s.device)
+            for level, (_, s) in enumerate(candidates)
+        ]
+    )
+    return [
+        _select_in_image(
+            Boxes(boxes[i]), scores[i], level_ids, image_size, nms_thresh, post_nms_topk, min_box_size, training
         )
-    return results
+        for i, image_size in enumerate(image_sizes)
+    ]
+
+
+def _level_top_k(boxes: torch.Tensor, logits: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` (at most all) highest-scoring of one level's (N, R, 4) boxes and (N, R) logits,
+    per image, best first: (N, k, 4) boxes and (N, k) logits."""
+    top_logits, index = logits.topk(min(k, logits.shape[1]), dim=1)
+    top_boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
+    return top_boxes, top_logits
 
 
 def _select_in_image(
@@ -75,27 +73,43 @@ def _select_in_image(
     min_box_size: float,
     training: bool,
 ) -> Instances:
-    """One image's step of ``find_top_rpn_proposals``, after the per-level top-k."""
+    """One image's proposals from its per-level top-k candidates (see ``find_top_rpn_proposals``)."""
     finite = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores)
     if not finite.all():
-        if training:
-            raise FloatingPointError(
-                "RPN predicted non-finite proposal boxes or objectness logits: training has diverged "
-                "(try a lower learning rate or gradient clipping)"
-            )
-        logger.warning(
-            "dropped %d of %d RPN proposals with non-finite boxes or objectness logits",
-            int((~finite).sum()),
-            len(finite),
-        )
-        boxes, scores, level_ids = boxes[finite], scores[finite], level_ids[finite]
-    boxes.clip(image_size)
-
-    large_enough = boxes.nonempty(threshold=min_box_size)
-    boxes, scores, level_ids = boxes[large_enough], scores[large_enough], level_ids[large_enough]
-
+        _report_non_finite(int((~finite).sum()), len(finite), training)
+    boxes.clip(image_size)  # a clipped box is only used if it was finite before clipping
+    usable = finite & boxes.nonempty(threshold=min_box_size)
+    boxes, scores, level_ids = boxes[usable], scores[usable], level_ids[usable]
     keep = batched_nms(boxes.tensor, scores, level_ids, nms_thresh)[:post_nms_topk]
-    result = Instances(image_size)
-    result.proposal_boxes = boxes[keep]
-    result.objectness_logits = scores[keep]
-    return result
+    return Instances(image_size, proposal_boxes=boxes[keep], objectness_logits=scores[keep])
+
+
+def _report_non_finite(count: int, total: int, training: bool) -> None:
+    """Non-finite RPN outputs: an error in training (the model has diverged), else a warning."""
+    if training:
+        raise FloatingPointError(
+            f"the RPN predicted {count} non-finite proposal boxes or objectness logits: training has "
+            "diverged (try a lower learning rate, a longer warmup or gradient clipping)"
+        )
+    logger.warning("dropped %d of %d RPN proposals with non-finite boxes or objectness logits", count, total)
+
+
+def add_ground_truth_to_proposals(
+    targets: Sequence[Union[Instances, Boxes]], proposals: Sequence[Instances]
+) -> List[Instances]:
+    """Per image, its proposals followed by its ground-truth boxes as further proposals, so the
+    ROI heads always see well-placed foreground, even while the RPN still proposes badly.
+
+    ``targets`` holds one ``Boxes``, or Instances with ``gt_boxes``, per image; ``proposals``
+    one Instances with ``proposal_boxes`` and ``objectness_logits`` per image. The added boxes
+    get the logit ``GT_OBJECTNESS_LOGIT``.
+    """
+    if len(targets) != len(proposals):
+        raise ValueError(f"{len(targets)} images of ground truth but {len(proposals)} images of proposals")
+    return [_append_as_proposals(p, t.gt_boxes if isinstance(t, Instances) else t) for t, p in zip(targets, proposals)]
+
+
+def _append_as_proposals(proposals: Instances, boxes: Boxes) -> Instances:
+    logits = torch.full((len(boxes),), GT_OBJECTNESS_LOGIT, device=boxes.device)
+    extra = Instances(proposals.image_size, proposal_boxes=boxes, objectness_logits=logits)
+    return Instances.cat([proposals, extra])

@@ -32,6 +32,17 @@ def build_rpn_head(cfg, input_shape: List[ShapeSpec]) -> nn.Module:
     return RPN_HEAD_REGISTRY.get(cfg.MODEL.RPN.HEAD_NAME)(cfg, input_shape)
 
 
+def flatten_anchor_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(N, A, H, W) objectness logits of one level -> (N, H * W * A), in anchor order."""
+    return logits.permute(0, 2, 3, 1).reshape(logits.shape[0], -1)
+
+
+def flatten_anchor_deltas(deltas: torch.Tensor) -> torch.Tensor:
+    """(N, A * 4, H, W) box deltas of one level, each anchor's 4 adjacent -> (N, H * W * A, 4),
+    in anchor order."""
+    return deltas.permute(0, 2, 3, 1).reshape(deltas.shape[0], -1, 4)
+
+
 def _hidden_conv(in_channels: int, out_channels: int) -> Conv2d:
     return Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, activation=F.relu)
 
@@ -90,12 +101,8 @@ class StandardRPNHead(nn.Module):
     def forward(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
         """Per level (N, C, H_l, W_l): objectness logits (N, A, H_l, W_l) and box deltas
         (N, A * 4, H_l, W_l), the 4 deltas of an anchor adjacent."""
-        logits, deltas = [], []
-        for x in features:
-            hidden = self.conv(x)
-            logits.append(self.objectness_logits(hidden))
-            deltas.append(self.anchor_deltas(hidden))
-        return logits, deltas
+        hidden = [self.conv(x) for x in features]
+        return [self.objectness_logits(h) for h in hidden], [self.anchor_deltas(h) for h in hidden]
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
@@ -134,9 +141,9 @@ class RPN(nn.Module):
         self.box2box_transform = Box2BoxTransform(weights=list(rpn_cfg.BBOX_REG_WEIGHTS))
         self.batch_size_per_image: int = rpn_cfg.BATCH_SIZE_PER_IMAGE
         self.positive_fraction: float = rpn_cfg.POSITIVE_FRACTION
-        # Keyed by self.training.
-        self.pre_nms_topk = {True: rpn_cfg.PRE_NMS_TOPK_TRAIN, False: rpn_cfg.PRE_NMS_TOPK_TEST}
-        self.post_nms_topk = {True: rpn_cfg.POST_NMS_TOPK_TRAIN, False: rpn_cfg.POST_NMS_TOPK_TEST}
+        # (training, inference) pairs: proposals kept per level before NMS, per image after it.
+        self.pre_nms_topk = (rpn_cfg.PRE_NMS_TOPK_TRAIN, rpn_cfg.PRE_NMS_TOPK_TEST)
+        self.post_nms_topk = (rpn_cfg.POST_NMS_TOPK_TRAIN, rpn_cfg.POST_NMS_TOPK_TEST)
         self.nms_thresh: float = rpn_cfg.NMS_THRESH
         self.min_box_size = float(cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE)
         self.anchor_boundary_thresh: int = rpn_cfg.BOUNDARY_THRESH
@@ -161,13 +168,9 @@ class RPN(nn.Module):
         """
         level_features = [features[name] for name in self.in_features]
         anchors = self.anchor_generator(level_features)
-        logits, deltas = self.rpn_head(level_features)
-        # (N, A, H, W) -> (N, H * W * A), matching the anchor order.
-        logits = [x.permute(0, 2, 3, 1).flatten(1) for x in logits]
-        # (N, A * 4, H, W) -> (N, A, 4, H, W) -> (N, H * W * A, 4).
-        deltas = [
-            x.view(x.shape[0], -1, 4, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2) for x in deltas
-        ]
+        level_logits, level_deltas = self.rpn_head(level_features)
+        logits = [flatten_anchor_logits(x) for x in level_logits]
+        deltas = [flatten_anchor_deltas(x) for x in level_deltas]
 
         losses: Dict[str, torch.Tensor] = {}
         if self.training:
@@ -258,23 +261,24 @@ class RPN(nn.Module):
     ) -> List[Instances]:
         """Decode every anchor's deltas and pick each image's proposals (see
         ``find_top_rpn_proposals``). Proposals are constants for the ROI heads: no gradient."""
+        mode = 0 if self.training else 1
         return find_top_rpn_proposals(
             self._decode_proposals(anchors, pred_anchor_deltas),
             pred_objectness_logits,
             image_sizes,
             self.nms_thresh,
-            self.pre_nms_topk[self.training],
-            self.post_nms_topk[self.training],
+            self.pre_nms_topk[mode],
+            self.post_nms_topk[mode],
             self.min_box_size,
             self.training,
         )
 
     def _decode_proposals(self, anchors: List[Boxes], pred_anchor_deltas: List[torch.Tensor]) -> List[torch.Tensor]:
         """Per level, the boxes (N, R_l, 4) the deltas (N, R_l, 4) make of the anchors (R_l, 4)."""
-        proposals = []
-        for level_anchors, level_deltas in zip(anchors, pred_anchor_deltas):
-            num_images = level_deltas.shape[0]
-            expanded = level_anchors.tensor.unsqueeze(0).expand(num_images, -1, -1).reshape(-1, 4)
-            boxes = self.box2box_transform.apply_deltas(level_deltas.reshape(-1, 4), expanded)
-            proposals.append(boxes.view(num_images, -1, 4))
-        return proposals
+        return [self._decode_level(a.tensor, d) for a, d in zip(anchors, pred_anchor_deltas)]
+
+    def _decode_level(self, anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        # The transform decodes (M, 4) rows: every image's deltas against its own copy of the anchors.
+        num_images = deltas.shape[0]
+        boxes = self.box2box_transform.apply_deltas(deltas.flatten(0, 1), anchors.repeat(num_images, 1))
+        return boxes.unflatten(0, (num_images, -1))

@@ -34,6 +34,15 @@ def report_classification_stats(scores: torch.Tensor, gt_classes: torch.Tensor, 
     storage.put_scalars(**stats)
 
 
+def _per_class_boxes(boxes: torch.Tensor, num_classes: int, image_shape: Tuple[int, int]) -> torch.Tensor:
+    """(R, K, 4) boxes clipped to ``image_shape`` from (R, K*4) class-specific boxes, or from
+    (R, 4) class-agnostic ones (shared by every class)."""
+    clipped = Boxes(boxes.reshape(-1, 4))
+    clipped.clip(image_shape)
+    per_class = clipped.tensor.view(len(boxes), boxes.shape[1] // 4, 4)
+    return per_class.expand(-1, num_classes, -1)
+
+
 def fast_rcnn_inference_single_image(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -42,35 +51,32 @@ def fast_rcnn_inference_single_image(
     nms_thresh: float,
     topk_per_image: int,
 ) -> Instances:
-    """Detections for one image from per-class boxes (R, K*4) or (R, 4) and scores (R, K+1)
-    (background last).
+    """One image's detections from its RoIs' per-class boxes (R, K*4), or class-agnostic
+    boxes (R, 4), and class probabilities (R, K+1), background last.
 
-    Keeps (box, class) pairs scoring above ``score_thresh``, runs NMS per class, and returns at
-    most ``topk_per_image`` (all if negative), highest score first, as Instances with
-    ``pred_boxes``, ``scores`` and ``pred_classes``.
+    Every (RoI, class) pair whose probability exceeds ``score_thresh`` is a candidate, with that
+    class's box clipped to ``image_shape`` (height, width); RoIs with a non-finite box or score
+    are ignored. Candidates of the same class suppress each other above IoU ``nms_thresh``. The
+    result holds the best ``topk_per_image`` (all when negative) as ``pred_boxes``, ``scores``
+    and ``pred_classes`` (0-based), by decreasing score.
     """
-    valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    if not valid.all():
-        boxes, scores = boxes[valid], scores[valid]
-    scores = scores[:, :-1]
-    per_class = Boxes(boxes.reshape(-1, 4))
-    per_class.clip(image_shape)
-    boxes = per_class.tensor.view(-1, boxes.shape[1] // 4, 4)
-    keep_mask = scores > score_thresh
-    keep_index = keep_mask.nonzero()
-    if boxes.shape[1] == 1:
-        boxes = boxes[keep_index[:, 0], 0]
-    else:
-        boxes = boxes[keep_mask]
-    scores = scores[keep_mask]
-    keep = batched_nms(boxes, scores, keep_index[:, 1], nms_thresh)
+    class_scores = scores[:, :-1]
+    finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    if not finite.all():
+        boxes, class_scores = boxes[finite], class_scores[finite]
+    per_class = _per_class_boxes(boxes, class_scores.shape[1], image_shape)
+    roi_index, class_index = (class_scores > score_thresh).nonzero(as_tuple=True)
+    candidate_boxes = per_class[roi_index, class_index]
+    candidate_scores = class_scores[roi_index, class_index]
+    keep = batched_nms(candidate_boxes, candidate_scores, class_index, nms_thresh)
     if topk_per_image >= 0:
         keep = keep[:topk_per_image]
-    result = Instances(image_shape)
-    result.pred_boxes = Boxes(boxes[keep])
-    result.scores = scores[keep]
-    result.pred_classes = keep_index[keep, 1]
-    return result
+    return Instances(
+        image_shape,
+        pred_boxes=Boxes(candidate_boxes[keep]),
+        scores=candidate_scores[keep],
+        pred_classes=class_index[keep],
+    )
 
 
 class FastRCNNOutputLayers(nn.Module):

@@ -12,6 +12,7 @@ from ...structures import ImageList, Instances, pairwise_iou
 from ...utils.events import current_event_storage
 from ..matcher import Matcher
 from ..poolers import ROIPooler
+from ..proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from ..registry import ROI_HEADS_REGISTRY
 from ..sampling import subsample_labels
 from .box_head import build_box_head
@@ -68,49 +69,64 @@ class StandardROIHeads(nn.Module):
 
     @torch.no_grad()
     def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
-        """Match proposals to ground truth and sample a balanced set per image.
+        """Per image, a balanced sample of proposals to train the heads on.
 
+        The ground-truth boxes join the proposals (``PROPOSAL_APPEND_GT``); each proposal is
+        matched to ground truth and labelled (``_label_proposals``); at most
+        ``BATCH_SIZE_PER_IMAGE`` are sampled, a ``POSITIVE_FRACTION`` of them foreground at most.
         Each returned Instances has ``proposal_boxes``, ``gt_classes`` (``num_classes`` for
-        background) and, for every ``gt_*`` field of the targets, that field of its matched box.
+        background) and, for each ``gt_*`` field of the targets, that field of the matched box.
         """
-        sampled, num_fg, num_bg = [], 0, 0
-        for props, gts in zip(proposals, targets):
-            if self.proposal_append_gt:
-                gt_as_proposals = Instances(props.image_size)
-                gt_as_proposals.proposal_boxes = gts.gt_boxes
-                gt_as_proposals.objectness_logits = torch.full((len(gts),), 1e10, device=gts.gt_boxes.device)
-                props = Instances.cat([props, gt_as_proposals])
-            has_gt = len(gts) > 0
-            iou = pairwise_iou(gts.gt_boxes, props.proposal_boxes)
-            matched_idxs, matched_labels = self.proposal_matcher(iou)
-            if has_gt:
-                gt_classes = gts.gt_classes[matched_idxs]
-                gt_classes[matched_labels == 0] = self.num_classes
-                gt_classes[matched_labels == -1] = -1
-            else:
-                gt_classes = torch.full_like(matched_idxs, self.num_classes)
-            fg_idx, bg_idx = subsample_labels(
-                gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes
-            )
-            keep = torch.cat([fg_idx, bg_idx])
-            num_fg, num_bg = num_fg + fg_idx.numel(), num_bg + bg_idx.numel()
-            props = props[keep]
-            props.gt_classes = gt_classes[keep]
-            if has_gt:
-                matched = matched_idxs[keep]
-                for name, value in gts.get_fields().items():
-                    if name.startswith("gt_") and not props.has(name):
-                        props.set(name, value[matched])
-            sampled.append(props)
-        storage = current_event_storage()
-        if storage is not None and sampled:
-            storage.put_scalars(
-                **{
-                    "roi_head/num_fg_samples": num_fg / len(sampled),
-                    "roi_head/num_bg_samples": num_bg / len(sampled),
-                }
-            )
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        sampled = [self._sample_image(p, t) for p, t in zip(proposals, targets)]
+        self._report_sampling(sampled)
         return sampled
+
+    def _label_proposals(self, proposals: Instances, targets: Instances) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For one image's P proposals: the index of the matched ground truth (P,) and the
+        training class (P,): the matched box's class, ``num_classes`` (background) when the IoU
+        is below the foreground threshold, or -1 (ignored) between the thresholds."""
+        matched_idxs, match_labels = self.proposal_matcher(pairwise_iou(targets.gt_boxes, proposals.proposal_boxes))
+        if len(targets) == 0:
+            return matched_idxs, torch.full_like(matched_idxs, self.num_classes)
+        classes = targets.gt_classes[matched_idxs]
+        classes[match_labels == 0] = self.num_classes
+        classes[match_labels == -1] = -1
+        return matched_idxs, classes
+
+    def _sample_image(self, proposals: Instances, targets: Instances) -> Instances:
+        """One image's sampled proposals with their training targets (see
+        ``label_and_sample_proposals``): foreground first, then background."""
+        matched_idxs, classes = self._label_proposals(proposals, targets)
+        foreground, background = subsample_labels(
+            classes, self.batch_size_per_image, self.positive_fraction, self.num_classes
+        )
+        keep = torch.cat([foreground, background])
+        sampled = proposals[keep]
+        sampled.gt_classes = classes[keep]
+        if len(targets):
+            matched = matched_idxs[keep]
+            for name, value in targets.get_fields().items():
+                if name.startswith("gt_") and not sampled.has(name):
+                    sampled.set(name, value[matched])
+        return sampled
+
+    def _report_sampling(self, sampled: List[Instances]) -> None:
+        """Record the mean number of foreground and background samples per image, when
+        training under an ``EventStorage``."""
+        storage = current_event_storage()
+        if storage is None or not sampled:
+            return
+        classes = torch.cat([s.gt_classes for s in sampled])
+        num_background = int((classes == self.num_classes).sum())
+        num_foreground = len(classes) - num_background
+        storage.put_scalars(
+            **{
+                "roi_head/num_fg_samples": num_foreground / len(sampled),
+                "roi_head/num_bg_samples": num_background / len(sampled),
+            }
+        )
 
     def forward(
         self,
@@ -121,7 +137,6 @@ class StandardROIHeads(nn.Module):
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         """Training: ``([], losses)``; inference: ``(detections per image, {})``."""
         del images
-        features = self._pooling_features(features)
         if self.training:
             if targets is None:
                 raise ValueError("StandardROIHeads needs targets (gt instances) in training")
@@ -139,12 +154,7 @@ class StandardROIHeads(nn.Module):
         ``pred_boxes`` and ``pred_classes``. Inference only."""
         if self.training:
             raise RuntimeError("forward_with_given_boxes is for inference")
-        return self._forward_mask(self._pooling_features(features), instances)
-
-    def _pooling_features(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The pooled levels as contiguous NCHW maps: RoIAlign would otherwise convert a
-        channels-last map on every call, and its CPU kernel is far slower on that layout."""
-        return {f: features[f].contiguous() for f in self.in_features}
+        return self._forward_mask(features, instances)
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         x = self.box_pooler([features[f] for f in self.in_features], [p.proposal_boxes for p in proposals])
