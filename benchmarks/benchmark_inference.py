@@ -2,8 +2,8 @@
 and training (s/iter and peak GPU memory, 2 images per step); optionally Detectron2 on the same
 input and weights in the same run. ``--amp`` adds every setting again under autocast.
 
-    python benchmarks/benchmark_inference.py --device cpu --iters 5 [--compare-detectron2]
-    python benchmarks/benchmark_inference.py --device cuda --amp --train-iters 20
+    python -m benchmarks.benchmark_inference --device cpu --iters 5 [--compare-detectron2]
+    python -m benchmarks.benchmark_inference --device cuda --amp --train-iters 20
 
 Prints one JSON object. Weights are calibrated on real images (no download), so the model
 makes realistic numbers of detections. Runs of the two implementations are interleaved so
@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import (
+
+from benchmarks.common import (
     build_detectron2_model,
     calibrated_detectron2_pkl,
     cuda_peak_mb,
@@ -31,7 +32,6 @@ from common import (
     real_images,
     to_tensor,
 )
-
 from project.checkpoint import DetectionCheckpointer
 from project.model_zoo import get_config
 from project.modeling import build_model

@@ -2,11 +2,10 @@
 (5,823 nuclei as RLE masks), multi-scale shorter side 640-800 (longer at most 1333) and
 horizontal flip, bitmask instances, mapped one after another in one process (one worker).
 
-    python benchmarks/benchmark_mapper.py [--images 120] [--rounds 3] [--compare-detectron2]
+    python -m benchmarks.benchmark_mapper [--images 120] [--rounds 3] [--compare-detectron2]
 
-With ``--compare-detectron2`` and Detectron2 importable (e.g. run with a Python that has it:
-``PYTHONPATH=/work/main:/work/d2src /work/d2env/bin/python benchmarks/benchmark_mapper.py
---compare-detectron2``), Detectron2's DatasetMapper maps the same images with the same
+With ``--compare-detectron2`` and Detectron2 importable (run with the Python of the environment
+that has it, see benchmarks/README.md), Detectron2's DatasetMapper maps the same images with the same
 augmentations; rounds of the two alternate so that machine noise hits both alike. Prints one
 JSON object with the median images/s of each and the speed-up.
 """
@@ -20,8 +19,8 @@ import time
 from typing import Callable, Dict, List
 
 import numpy as np
-from common import data_root, detectron2_available
 
+from benchmarks.common import data_root, detectron2_available
 from project.data import DatasetMapper, load_coco_json
 from project.data import transforms as T
 

@@ -1,7 +1,7 @@
 """Seconds per training step on the DSB2018 recipe (``+experiment=finetune_dsb2018``), optionally
 next to Detectron2's own model and optimizer on the same batches, in alternating steps.
 
-    python benchmarks/benchmark_training.py --steps 6 [--compare-detectron2]
+    python -m benchmarks.benchmark_training --steps 6 [--compare-detectron2]
 
 Real DSB2018 training batches (2 images, shorter side 384/448/512) are mapped once, before any
 timing. Each timed step is one ``run_step`` of the framework's own ``SimpleTrainer``: forward,
@@ -26,8 +26,8 @@ import time
 from typing import Dict, List
 
 import torch
-from common import as_detectron2_batch, data_root, detectron2_available, detectron2_recipe, peak_rss_mb
 
+from benchmarks.common import as_detectron2_batch, data_root, detectron2_available, detectron2_recipe, peak_rss_mb
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.engine import EventStorage, SimpleTrainer

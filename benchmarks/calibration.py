@@ -18,7 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..layers import FrozenBatchNorm2d
+from project.layers import FrozenBatchNorm2d
+from project.modeling import build_model
 
 
 @torch.no_grad()
@@ -35,8 +36,6 @@ def calibrate_norm_statistics(
     implementations differing only in summation order disagree by ~1e-4 (as much as either
     differs from float64); with small gains they agree to ~1e-6, like trained networks.
     """
-    from .meta_arch import build_model
-
     bn_cfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(bn_cfg, False)
     bn_cfg.MODEL.RESNETS.NORM = "BN"

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from benchmarks.calibration import write_calibrated_detectron2_checkpoint
 from project.model_zoo import get_config
-from project.modeling.calibration import write_calibrated_detectron2_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Does a code change alter training? Record a short training trajectory, then compare two.
 
-    python benchmarks/training_trajectory.py record --output OUT.pt --steps 8 --dtype float64 [OVERRIDES ...]
-    python benchmarks/training_trajectory.py compare A.pt B.pt
+    python -m benchmarks.training_trajectory record --output OUT.pt --steps 8 --dtype float64 [OVERRIDES ...]
+    python -m benchmarks.training_trajectory compare A.pt B.pt
 
 ``record`` runs the first ``--steps`` iterations of a recipe (default ``+experiment=finetune_dsb2018``;
 Hydra overrides after the options) as a run does them: the model built from ``SEED``, the
@@ -25,8 +25,8 @@ import os
 from typing import Dict, List
 
 import torch
-from common import data_root
 
+from benchmarks.common import data_root
 from project.config import get_cfg
 from project.data import build_detection_train_loader
 from project.engine import EventStorage, SimpleTrainer, seed_all_rng

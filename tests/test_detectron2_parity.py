@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import require_dataset
 
+from benchmarks.calibration import write_calibrated_detectron2_checkpoint
 from project.checkpoint import DetectionCheckpointer
 from project.model_zoo import get_config
 from project.modeling import build_model
-from project.modeling.calibration import write_calibrated_detectron2_checkpoint
 
 d2 = pytest.importorskip("detectron2", reason="Detectron2 is not importable; parity check skipped")
 

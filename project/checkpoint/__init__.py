@@ -1,16 +1,16 @@
 """Saving and loading model weights in Detectron2's formats (see ``DetectionCheckpointer``)."""
 
-from .atomic_file import atomic_write
 from .c2_model_loading import convert_c2_name, convert_c2_weights
 from .detection_checkpoint import DetectionCheckpointer, is_class_dependent
+from .download import get_local_checkpoint_path
 from .errors import (
     CheckpointDownloadError,
+    CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointSaveError,
     UnsafeCheckpointError,
 )
-from .file_io import PathManager, detectron2_url, get_local_checkpoint_path
 from .load_report import LoadReport
 from .safe_unpickle import RestrictedUnpickler, load_pickle
 from .state_dict_alignment import align_and_update_state_dicts
@@ -21,20 +21,18 @@ from .torchvision_model_loading import (
 
 __all__ = [
     "CheckpointDownloadError",
+    "CheckpointError",
     "CheckpointFormatError",
     "CheckpointMismatchError",
     "CheckpointSaveError",
     "DetectionCheckpointer",
     "LoadReport",
-    "PathManager",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
     "align_and_update_state_dicts",
-    "atomic_write",
     "convert_c2_name",
     "convert_c2_weights",
     "convert_torchvision_resnet_names",
-    "detectron2_url",
     "get_local_checkpoint_path",
     "is_class_dependent",
     "is_torchvision_resnet_state_dict",

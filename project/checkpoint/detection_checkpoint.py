@@ -41,10 +41,10 @@ import torch
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys, _strip_prefix_if_present
 from torch import nn
 
-from .atomic_file import atomic_write
+from ..utils.file_io import FileWriteError, PathManager, atomic_write
 from .c2_model_loading import convert_c2_weights
-from .errors import CheckpointFormatError, CheckpointMismatchError, UnsafeCheckpointError
-from .file_io import PathManager, get_local_checkpoint_path
+from .download import get_local_checkpoint_path
+from .errors import CheckpointFormatError, CheckpointMismatchError, CheckpointSaveError, UnsafeCheckpointError
 from .load_report import LoadReport, Shape
 from .safe_unpickle import load_pickle
 from .state_dict_alignment import align_and_update_state_dicts
@@ -324,7 +324,7 @@ class DetectionCheckpointer(Checkpointer):
     def save(self, name: str, **kwargs: Any) -> None:
         """Write the model, the checkpointables and ``kwargs`` to ``<save_dir>/<name>.pth``.
 
-        The file appears complete or not at all (see :func:`~.atomic_file.atomic_write`);
+        The file appears complete or not at all (see :func:`project.utils.file_io.atomic_write`);
         ``last_checkpoint`` is updated only after it is in place. Does nothing without a
         ``save_dir`` or with ``save_to_disk=False``.
 
@@ -341,8 +341,11 @@ class DetectionCheckpointer(Checkpointer):
         data.update(kwargs)
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)
-        atomic_write(save_file, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
+        try:
+            atomic_write(save_file, lambda f: torch.save(data, f))
+            self.tag_last_checkpoint(basename)
+        except FileWriteError as error:
+            raise CheckpointSaveError(str(error)) from error
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically record ``last_filename_basename`` in ``<save_dir>/last_checkpoint``."""

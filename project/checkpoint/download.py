@@ -1,48 +1,13 @@
-"""Resolve checkpoint paths and URLs to local files.
-
-:data:`PathManager` is an iopath ``PathManager`` that understands local paths, ``http(s)://``
-URLs (downloaded once and cached under ``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``)
-and Detectron2's ``detectron2://`` shorthand for its public model zoo, so config values such as
-``MODEL.WEIGHTS: detectron2://ImageNetPretrained/MSRA/R-101.pkl`` work unchanged.
-"""
+"""Resolve a checkpoint path or URL (``MODEL.WEIGHTS``) to a local file, downloading it once."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, List
 
-from iopath.common.file_io import HTTPURLHandler, PathHandler
 from iopath.common.file_io import PathManager as PathManagerBase
 
+from ..utils.file_io import PathManager, detectron2_url
 from .errors import CheckpointDownloadError
-
-DETECTRON2_PREFIX = "detectron2://"
-DETECTRON2_URL_ROOT = "https://dl.fbaipublicfiles.com/detectron2/"
-
-
-def detectron2_url(path: str) -> str:
-    """The https URL that ``detectron2://NAME`` stands for; any other path is returned as is."""
-    if path.startswith(DETECTRON2_PREFIX):
-        return DETECTRON2_URL_ROOT + path[len(DETECTRON2_PREFIX) :]
-    return path
-
-
-class Detectron2Handler(PathHandler):
-    """Serves ``detectron2://NAME`` from ``https://dl.fbaipublicfiles.com/detectron2/NAME``."""
-
-    def _get_supported_prefixes(self) -> List[str]:
-        return [DETECTRON2_PREFIX]
-
-    def _get_local_path(self, path: str, **kwargs: Any) -> str:
-        return PathManager.get_local_path(detectron2_url(path), **kwargs)
-
-    def _open(self, path: str, mode: str = "r", **kwargs: Any) -> Any:
-        return PathManager.open(detectron2_url(path), mode, **kwargs)
-
-
-PathManager = PathManagerBase()
-PathManager.register_handler(HTTPURLHandler())
-PathManager.register_handler(Detectron2Handler())
 
 
 def get_local_checkpoint_path(path: str, path_manager: PathManagerBase = PathManager) -> str:

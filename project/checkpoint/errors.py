@@ -1,5 +1,7 @@
 """Exceptions raised while reading, matching and writing checkpoints.
 
+All derive from ``CheckpointError``, so a caller can catch every checkpoint problem at once;
+each also derives from the built-in exception it refines (``ValueError``, ``OSError``, ...).
 Every message names the file (or URL) involved and says what was expected instead.
 """
 
@@ -7,8 +9,14 @@ from __future__ import annotations
 
 import pickle
 
+from ..utils.file_io import FileWriteError
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+
+class CheckpointError(Exception):
+    """A checkpoint could not be read, matched to the model, downloaded or written."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """A weights file refers to a Python global (a class or function) that is not allowed.
 
     Loading it would let the file construct arbitrary objects or run code, so it is refused
@@ -16,17 +24,17 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(CheckpointError, ValueError):
     """A file is truncated, corrupt, or not laid out like any supported checkpoint format."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError, ValueError):
     """A checkpoint cannot belong to the model it is being loaded into (wrong architecture)."""
 
 
-class CheckpointDownloadError(OSError):
+class CheckpointDownloadError(CheckpointError, OSError):
     """A remote checkpoint (``https://``, ``detectron2://``) could not be downloaded."""
 
 
-class CheckpointSaveError(OSError):
+class CheckpointSaveError(CheckpointError, FileWriteError):
     """Writing a checkpoint failed; the destination file was left as it was before."""

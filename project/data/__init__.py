@@ -15,7 +15,6 @@ from .build import (
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
-from .cropped_masks import CroppedBitMasks, MaskCrop
 from .dataset_mapper import MAPPER_REGISTRY, DatasetMapper, build_mapper
 from .datasets import (
     convert_to_coco_dict,
@@ -37,14 +36,12 @@ from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSam
 __all__ = [
     "AspectRatioGroupedDataset",
     "BadAnnotationError",
-    "CroppedBitMasks",
     "DatasetCatalog",
     "DatasetFromList",
     "DatasetMapper",
     "InferenceSampler",
     "MAPPER_REGISTRY",
     "MapDataset",
-    "MaskCrop",
     "Metadata",
     "MetadataCatalog",
     "RepeatFactorTrainingSampler",

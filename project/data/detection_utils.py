@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 
 from project.structures import Boxes, BoxMode, Instances, PolygonMasks
 
+from ..structures import CroppedBitMasks, MaskCrop
+from ..structures.rle import decode_crop
 from . import transforms as T
 from .bad_input import KIND_CORRUPT_IMAGE, KIND_MASK_SIZE, KIND_MISSING_IMAGE, BadAnnotationError
-from .cropped_masks import CroppedBitMasks, MaskCrop
-from .rle import decode_crop
 
 IMAGE_FORMATS = ("BGR", "RGB", "L")
 MASK_FORMATS = ("polygon", "bitmask")

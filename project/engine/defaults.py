@@ -13,13 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import DetectionCheckpointer, atomic_write
+from ..checkpoint import DetectionCheckpointer
 from ..data import build_detection_test_loader, build_detection_train_loader, build_mapper
 from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset, print_csv_format
 from ..modeling import build_model
 from ..solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
+from ..utils.ddp import unwrap_model
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
+from ..utils.file_io import atomic_write
 from . import hooks
 from .logger import setup_logger
 from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state, seed_all_rng
@@ -73,7 +75,7 @@ def synchronize_buffers(model: nn.Module) -> None:
     synchronised; evaluating then gives every shard the same model."""
     if comm.get_world_size() == 1:
         return
-    for buffer in hooks.unwrap_model(model).buffers():
+    for buffer in unwrap_model(model).buffers():
         torch.distributed.broadcast(buffer, src=0)
 
 
@@ -281,7 +283,7 @@ class DefaultTrainer(TrainerBase):
             # The loader first: loading a dataset completes its metadata, which evaluators read.
             data_loader = cls.build_test_loader(cfg, name)
             evaluator = evaluators[index] if evaluators is not None else cls.build_evaluator(cfg, name)
-            dataset_results = inference_on_dataset(hooks.unwrap_model(model), data_loader, evaluator)
+            dataset_results = inference_on_dataset(unwrap_model(model), data_loader, evaluator)
             results[name] = dataset_results
             if comm.is_main_process() and dataset_results:
                 logger.info("Evaluation results for %s in csv format:", name)

@@ -18,16 +18,12 @@ from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
 from torch import nn
 
 from ..utils import comm
+from ..utils.ddp import unwrap_model
 from ..utils.events import EventStorage, EventWriter
 from .reproducibility import capture_rng_state, preserve_rng_state
 from .train_loop import HookBase, TrainerBase
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper (``model`` itself otherwise)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def flatten_results(results: Mapping[str, Any], prefix: str = "") -> Dict[str, float]:

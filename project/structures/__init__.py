@@ -1,16 +1,20 @@
 """Data structures passed between the data pipeline, the model and the evaluator."""
 
 from .boxes import Boxes, BoxMode, pairwise_intersection, pairwise_ioa, pairwise_iou
+from .cropped_masks import CroppedBitMasks, MaskCrop
 from .image_list import ImageList
 from .instances import Instances
-from .masks import BitMasks, PolygonMasks, paste_masks_in_image, polygons_to_bitmask
+from .masks import BitMasks, InstanceMasks, PolygonMasks, paste_masks_in_image, polygons_to_bitmask
 
 __all__ = [
     "BitMasks",
     "BoxMode",
     "Boxes",
+    "CroppedBitMasks",
     "ImageList",
+    "InstanceMasks",
     "Instances",
+    "MaskCrop",
     "PolygonMasks",
     "paste_masks_in_image",
     "pairwise_intersection",

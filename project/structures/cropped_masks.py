@@ -1,8 +1,8 @@
 """Instance masks kept as small crops around each object instead of full-image arrays.
 
 A dense image (hundreds of nuclei) mapped to 1024 px would need gigabytes as an (N, H, W)
-array; its crops need a few megabytes. ``CroppedBitMasks`` is a ``BitMasks`` that stores crops
-and gives the same answers (``crop_and_resize``, boxes, areas); ``.tensor`` builds the dense
+array; its crops need a few megabytes. ``CroppedBitMasks`` stores crops and gives the same
+answers as ``BitMasks`` (``crop_and_resize``, boxes, areas); ``.tensor`` builds the dense
 array only when something asks for it.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from project.structures import BitMasks, Boxes, polygons_to_bitmask
+from .boxes import Boxes
+from .masks import polygons_to_bitmask
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,15 @@ def _padded_crop(crop: MaskCrop) -> Tuple[torch.Tensor, int, int]:
     return torch.from_numpy(padded)[None, None], crop.x0 - 1, crop.y0 - 1
 
 
-class CroppedBitMasks(BitMasks):
+class CroppedBitMasks:
     """N instance masks of one (H, W) image, each kept as a ``MaskCrop``.
 
-    Behaves as ``BitMasks``: indexing, ``nonempty``, ``area``, ``get_bounding_boxes`` and
-    ``crop_and_resize`` give the same results as on the dense masks. ``.tensor`` materialises the
-    dense (N, H, W) bool tensor on each access; avoid it on dense images. Indexing shares the
-    crops, so selecting the matched ground truth of many proposals costs no copies. The crops
-    stay on the CPU; ``to`` returns ``self`` and ``crop_and_resize`` answers on the boxes' device.
+    An ``InstanceMasks`` like ``BitMasks``: indexing, ``nonempty``, ``area``,
+    ``get_bounding_boxes`` and ``crop_and_resize`` give the same results as on the dense
+    masks. ``.tensor`` materialises the dense (N, H, W) bool tensor on each access; avoid it
+    on dense images. Indexing shares the crops, so selecting the matched ground truth of many
+    proposals costs no copies. The crops stay on the CPU; ``to`` returns ``self`` and
+    ``crop_and_resize`` answers on the boxes' device.
     """
 
     def __init__(self, crops: Sequence[MaskCrop], image_size: Tuple[int, int]):
@@ -133,7 +135,7 @@ class CroppedBitMasks(BitMasks):
                 raise ValueError(f"mask {i} belongs to a {crop.image_size} image, the others to {self.image_size}")
 
     @property
-    def tensor(self) -> torch.Tensor:  # type: ignore[override]
+    def tensor(self) -> torch.Tensor:
         dense = np.zeros((len(self.crops),) + self.image_size, dtype=bool)
         for i, crop in enumerate(self.crops):
             h, w = crop.mask.shape

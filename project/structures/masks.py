@@ -1,9 +1,10 @@
-"""Instance masks: ``BitMasks`` (dense), ``PolygonMasks`` (COCO polygons) and pasting of
-predicted fixed-size masks into full images."""
+"""Instance masks: the ``InstanceMasks`` interface, ``BitMasks`` (dense) and ``PolygonMasks``
+(COCO polygons) implementing it, and pasting of predicted fixed-size masks into full images.
+``CroppedBitMasks`` (``cropped_masks``) implements it for masks kept as crops."""
 
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -14,6 +15,38 @@ from torchvision.ops import roi_align
 from .boxes import Boxes
 
 Polygons = List[np.ndarray]  # one instance: a list of flat [x0, y0, x1, y1, ...] float64 arrays
+
+
+@runtime_checkable
+class InstanceMasks(Protocol):
+    """What the model and the data pipeline ask of the ground-truth masks of one image
+    (``Instances.gt_masks``): N masks that can be selected, moved, measured, and sampled inside
+    boxes as the mask head's targets."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, item: Any) -> InstanceMasks: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> InstanceMasks: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def nonempty(self) -> torch.Tensor:
+        """(N,) bool: which masks have at least one pixel."""
+        ...
+
+    def area(self) -> torch.Tensor:
+        """(N,) pixel counts (or polygon areas)."""
+        ...
+
+    def get_bounding_boxes(self) -> Boxes:
+        """The tight XYXY box of each mask."""
+        ...
+
+    def crop_and_resize(self, boxes: torch.Tensor, mask_size: int) -> torch.Tensor:
+        """(N, mask_size, mask_size) bool: each mask sampled inside its (N, 4) XYXY box."""
+        ...
 
 
 def polygons_to_bitmask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:

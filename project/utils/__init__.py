@@ -1,1 +1,2 @@
-"""Small shared utilities: process-group communication and the training-metrics storage."""
+"""Small shared utilities: process-group communication, the training-metrics storage, file
+I/O (``PathManager``, atomic writes) and unwrapping distributed models."""

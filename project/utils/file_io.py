@@ -1,13 +1,53 @@
-"""Write a local file so that readers see either its old content or the complete new one."""
+"""Files: ``PathManager`` for local paths and URLs, and writes that never leave a partial file.
+
+:data:`PathManager` is an iopath ``PathManager`` that understands local paths, ``http(s)://``
+URLs (downloaded once and cached under ``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``)
+and Detectron2's ``detectron2://`` shorthand for its public model zoo, so config values such as
+``MODEL.WEIGHTS: detectron2://ImageNetPretrained/MSRA/R-101.pkl`` work unchanged.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, List
 
-from .errors import CheckpointSaveError
+from iopath.common.file_io import HTTPURLHandler, PathHandler
+from iopath.common.file_io import PathManager as PathManagerBase
+
+
+class FileWriteError(OSError):
+    """Writing a file failed; the destination was left as it was before."""
+
+
+DETECTRON2_PREFIX = "detectron2://"
+DETECTRON2_URL_ROOT = "https://dl.fbaipublicfiles.com/detectron2/"
+
+
+def detectron2_url(path: str) -> str:
+    """The https URL that ``detectron2://NAME`` stands for; any other path is returned as is."""
+    if path.startswith(DETECTRON2_PREFIX):
+        return DETECTRON2_URL_ROOT + path[len(DETECTRON2_PREFIX) :]
+    return path
+
+
+class Detectron2Handler(PathHandler):
+    """Serves ``detectron2://NAME`` from ``https://dl.fbaipublicfiles.com/detectron2/NAME``."""
+
+    def _get_supported_prefixes(self) -> List[str]:
+        return [DETECTRON2_PREFIX]
+
+    def _get_local_path(self, path: str, **kwargs: Any) -> str:
+        return PathManager.get_local_path(detectron2_url(path), **kwargs)
+
+    def _open(self, path: str, mode: str = "r", **kwargs: Any) -> Any:
+        return PathManager.open(detectron2_url(path), mode, **kwargs)
+
+
+PathManager = PathManagerBase()
+PathManager.register_handler(HTTPURLHandler())
+PathManager.register_handler(Detectron2Handler())
 
 
 def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
@@ -18,7 +58,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     temporary file is removed and ``path`` keeps its previous content (or stays absent).
 
     Raises:
-        CheckpointSaveError: an ``OSError`` occurred; it is chained as the cause.
+        FileWriteError: an ``OSError`` occurred; it is chained as the cause.
         Any other exception raised by ``write``, after the same clean-up.
     """
     directory = os.path.dirname(os.path.abspath(path))
@@ -36,7 +76,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
             os.remove(temporary)
         os_error = _os_error_behind(error)
         if os_error is not None:
-            raise CheckpointSaveError(
+            raise FileWriteError(
                 f"Could not write {path} ({type(os_error).__name__}: {os_error}). Its previous content, "
                 "if any, is unchanged and the partially written temporary file was removed."
             ) from error

@@ -29,12 +29,12 @@ from project.checkpoint import (
     DetectionCheckpointer,
     UnsafeCheckpointError,
     align_and_update_state_dicts,
-    detectron2_url,
     get_local_checkpoint_path,
     load_pickle,
 )
 from project.checkpoint.load_report import group_name
 from project.layers import Conv2d, FrozenBatchNorm2d
+from project.utils.file_io import detectron2_url
 
 # --------------------------------------------------------------------------- a tiny Mask R-CNN
 

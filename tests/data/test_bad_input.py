@@ -25,7 +25,7 @@ from project.data import (
     load_mask_folder_instances,
     register_coco_instances,
 )
-from project.data.rle import encode_mask
+from project.structures.rle import encode_mask
 
 _names = itertools.count()
 

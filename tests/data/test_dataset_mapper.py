@@ -12,10 +12,10 @@ import torch
 from conftest import require_dataset
 
 from project.config.compose import default_cfg
-from project.data import MAPPER_REGISTRY, CroppedBitMasks, DatasetMapper, build_mapper, load_coco_json
+from project.data import MAPPER_REGISTRY, DatasetMapper, build_mapper, load_coco_json
 from project.data import transforms as T
 from project.data.detection_utils import UINT16_PERCENTILES, read_image, scale_to_uint8
-from project.structures import BoxMode, PolygonMasks
+from project.structures import BoxMode, CroppedBitMasks, PolygonMasks
 
 
 def test_sixteen_bit_images_are_stretched_between_percentiles(tmp_path):

@@ -32,8 +32,8 @@ from project.data import (
 )
 from project.data.convert import main as convert_main
 from project.data.datasets.instance_id_png import CITYSCAPES_THING_CLASSES
-from project.data.rle import decode_crop
 from project.structures import BoxMode
+from project.structures.rle import decode_crop
 
 _names = itertools.count()
 

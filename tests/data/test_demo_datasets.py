@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from project.data import DatasetCatalog, MetadataCatalog
-from project.data.datasets import cells_demo, road_demo
-from project.data.datasets.generated import GeneratedSplit, generate_split, register_generated_dataset
-from project.data.rle import decode_crop
+from project.data.datasets.demo import cells, roads
+from project.data.datasets.demo.generated import GeneratedSplit, generate_split, register_generated_dataset
 from project.structures import polygons_to_bitmask
+from project.structures.rle import decode_crop
 
 
 def digest(directory: Path) -> dict:
@@ -27,7 +27,7 @@ def digest(directory: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("draw", [cells_demo.draw_cells_image, road_demo.draw_road_image])
+@pytest.mark.parametrize("draw", [cells.draw_cells_image, roads.draw_road_image])
 def test_generation_is_deterministic_by_seed(tmp_path, monkeypatch, draw):
     splits = []
     for attempt in ("a", "b"):
@@ -47,7 +47,7 @@ def test_cached_split_is_not_drawn_again(tmp_path, monkeypatch):
 
     def draw(rng):
         calls.append(1)
-        return cells_demo.draw_cells_image(rng)
+        return cells.draw_cells_image(rng)
 
     split = GeneratedSplit("demo", "val", "test", 1, 2, ("nucleus",), draw)
     generate_split(split)
@@ -58,10 +58,10 @@ def test_cached_split_is_not_drawn_again(tmp_path, monkeypatch):
 
 def test_cells_annotations_agree_with_the_pixels():
     for index in range(4):
-        image, annotations = cells_demo.draw_cells_image(np.random.default_rng([5, index]))
+        image, annotations = cells.draw_cells_image(np.random.default_rng([5, index]))
         grey = image.max(axis=2).astype(float)
         height, width = grey.shape
-        assert min(cells_demo.IMAGE_SIDES) <= min(height, width) and max(height, width) <= max(cells_demo.IMAGE_SIDES)
+        assert min(cells.IMAGE_SIDES) <= min(height, width) and max(height, width) <= max(cells.IMAGE_SIDES)
         masks = np.stack([polygons_to_bitmask(a["segmentation"], height, width) for a in annotations])
         assert len(annotations) >= 8 and (masks.sum(axis=0) <= 1).all()  # many nuclei, none overlapping
         background = grey[~masks.any(axis=0)].mean()
@@ -78,28 +78,28 @@ def test_cells_annotations_agree_with_the_pixels():
 def test_road_annotations_cover_disjoint_drawn_objects():
     seen = set()
     for index in range(6):
-        image, annotations = road_demo.draw_road_image(np.random.default_rng([5, index]))
-        assert image.shape == (road_demo.HEIGHT, road_demo.WIDTH, 3)
+        image, annotations = roads.draw_road_image(np.random.default_rng([5, index]))
+        assert image.shape == (roads.HEIGHT, roads.WIDTH, 3)
         masks = np.stack([decode_crop(a["segmentation"]).to_array() for a in annotations])
         assert (masks.sum(axis=0) <= 1).all()
         classes = [a["category_id"] for a in annotations]
-        assert classes.count(road_demo.ROAD) == 1
+        assert classes.count(roads.ROAD) == 1
         seen.update(classes)
-        road = masks[classes.index(road_demo.ROAD)]
+        road = masks[classes.index(roads.ROAD)]
         below_horizon = np.zeros_like(road)
         below_horizon[-40:] = True
         grass = image[below_horizon & ~masks.any(axis=0)].astype(float)
         asphalt = image[road].astype(float)
         assert grass[:, 1].mean() - grass[:, 2].mean() > 40  # green grass
         assert np.abs(asphalt[:, 1] - asphalt[:, 2]).mean() < 15  # grey road
-    assert seen == {road_demo.ROAD, road_demo.VEHICLE, road_demo.PEDESTRIAN}
+    assert seen == {roads.ROAD, roads.VEHICLE, roads.PEDESTRIAN}
 
 
 @pytest.mark.parametrize(
     "splits, classes, mask_type",
     [
-        (cells_demo.cells_demo_splits, ["nucleus"], list),
-        (road_demo.road_demo_splits, ["road", "vehicle", "pedestrian"], dict),
+        (cells.cells_demo_splits, ["nucleus"], list),
+        (roads.road_demo_splits, ["road", "vehicle", "pedestrian"], dict),
     ],
 )
 def test_demo_splits_register_lazily_and_load(tmp_path, monkeypatch, splits, classes, mask_type):

@@ -10,9 +10,8 @@ import torch
 
 from project.data import DatasetMapper
 from project.data import transforms as T
-from project.data.cropped_masks import MaskCrop
-from project.data.rle import encode_mask
-from project.structures import BoxMode, polygons_to_bitmask
+from project.structures import BoxMode, MaskCrop, polygons_to_bitmask
+from project.structures.rle import encode_mask
 
 H, W = 100, 140
 # BGR colours of the three shapes: a rectangle and a triangle (polygons), an ellipse (RLE).

@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import require_dataset
 
+from benchmarks.calibration import write_calibrated_detectron2_checkpoint
 from project.checkpoint import DetectionCheckpointer
 from project.config import get_cfg
 from project.data.detection_utils import scale_to_uint8
 from project.engine import DefaultPredictor
 from project.modeling import build_model
-from project.modeling.calibration import write_calibrated_detectron2_checkpoint
 
 
 @pytest.fixture(scope="module")

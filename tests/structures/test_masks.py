@@ -8,10 +8,9 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from project.data import CroppedBitMasks, MaskCrop
 from project.data import transforms as T
-from project.data.rle import compress, decode_crop, encode_mask, rle_area_and_box, run_lengths
-from project.structures import BitMasks
+from project.structures import BitMasks, CroppedBitMasks, MaskCrop
+from project.structures.rle import compress, decode_crop, encode_mask, rle_area_and_box, run_lengths
 
 
 def random_masks(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 
 from ..catalog import DatasetCatalog
-from .cells_demo import cells_demo_splits
 from .coco import register_coco_instances
-from .generated import register_generated_dataset
-from .road_demo import road_demo_splits
+from .demo.cells import cells_demo_splits
+from .demo.generated import register_generated_dataset
+from .demo.roads import road_demo_splits
 
 # The 80 COCO instance categories: (dataset id, name), in id order.
 COCO_CATEGORIES = (

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ...structures.rle import RLE, compress
 from ..bad_input import (
     KIND_BOX_OUTSIDE,
     KIND_CORRUPT_IMAGE,
@@ -24,7 +25,6 @@ from ..bad_input import (
     KIND_SHORT_POLYGON,
     BadAnnotationError,
 )
-from ..rle import RLE, compress
 
 # How far (pixels) a box may stick out of its image: annotation tools round coordinates, and
 # exports such as Roboflow's put box edges up to half a pixel outside.

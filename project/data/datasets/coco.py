@@ -14,9 +14,9 @@ import pycocotools.mask as mask_util
 
 from project.structures import BoxMode
 
+from ...structures.rle import compress, encode_mask
 from ..bad_input import KIND_INVALID, KIND_MISSING_IMAGE, BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog, MetadataCatalog
-from ..rle import compress, encode_mask
 from .checks import (
     check_box_xywh,
     check_image_file,

@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from ...structures.rle import encode_mask, rle_area_and_box
 from ..bad_input import BadAnnotationError, BadInputLog
 from ..catalog import DatasetCatalog
-from ..rle import encode_mask, rle_area_and_box
 from .checks import check_mask_size, read_image_size, read_mask_file
 from .metadata import register_metadata, set_thing_classes
 from .records import image_record, instance_record, log_loaded

@@ -17,7 +17,7 @@ from fvcore.transforms.transform import (
     VFlipTransform,
 )
 
-from ..cropped_masks import MaskCrop
+from ...structures import MaskCrop
 from .transform import ResizeTransform, resize_source_index
 
 _NO_SOURCE = -1

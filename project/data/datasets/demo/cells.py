@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..cropped_masks import MaskCrop
+from ....structures import MaskCrop
 from .generated import GeneratedSplit
 
 THING_CLASSES = ("nucleus",)

@@ -21,10 +21,10 @@ import numpy as np
 
 from project.structures import BoxMode
 
-from ..catalog import DatasetCatalog
-from .coco import dataset_dicts_to_coco, load_coco_json, save_coco_json
-from .metadata import register_metadata
-from .records import image_record
+from ...catalog import DatasetCatalog
+from ..coco import dataset_dicts_to_coco, load_coco_json, save_coco_json
+from ..metadata import register_metadata
+from ..records import image_record
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Tuple
 import cv2
 import numpy as np
 
-from ..cropped_masks import MaskCrop
-from ..rle import encode_mask
+from ....structures import MaskCrop
+from ....structures.rle import encode_mask
 from .generated import GeneratedSplit
 
 THING_CLASSES = ("road", "vehicle", "pedestrian")
