@@ -1,7 +1,8 @@
-"""Composing the Hydra config tree in ``configs/`` onto the typed schema."""
+"""Composing the Hydra config tree (``configs/``, installed as ``project.configs``) onto the typed schema."""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,10 +19,14 @@ SCHEMA_NAME = "project_schema"
 ConfigStore.instance().store(name=SCHEMA_NAME, node=ProjectConfig)
 
 
+CONFIG_PACKAGE = "project.configs"
+
+
 def config_dir() -> Path:
-    """The Hydra config tree: ``$PROJECT_CONFIG_DIR`` if set, else ``configs/`` beside the package."""
+    """The Hydra config tree: ``$PROJECT_CONFIG_DIR`` if set, else the one shipped with the
+    package (``project.configs``; the repository's ``configs/`` in an editable install)."""
     env = os.environ.get("PROJECT_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    return Path(env) if env else Path(str(importlib.resources.files(CONFIG_PACKAGE)))
 
 
 def resolve_device(name: str) -> str:
