@@ -3,6 +3,16 @@
 from .batch_norm import FrozenBatchNorm2d, get_norm
 from .roi_align import roi_align
 from .shape_spec import ShapeSpec
-from .wrappers import Conv2d, batched_nms, cat, nonzero_tuple
+from .wrappers import Conv2d, batched_nms, cat, conv3x3_norm_relu, nonzero_tuple
 
-__all__ = ["Conv2d", "FrozenBatchNorm2d", "ShapeSpec", "batched_nms", "cat", "get_norm", "nonzero_tuple", "roi_align"]
+__all__ = [
+    "Conv2d",
+    "FrozenBatchNorm2d",
+    "ShapeSpec",
+    "batched_nms",
+    "cat",
+    "conv3x3_norm_relu",
+    "get_norm",
+    "nonzero_tuple",
+    "roi_align",
+]

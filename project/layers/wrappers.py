@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision import ops
 
-from .batch_norm import FrozenBatchNorm2d
+from .batch_norm import FrozenBatchNorm2d, get_norm
 
 
 class Conv2d(nn.Conv2d):
@@ -42,6 +42,21 @@ class Conv2d(nn.Conv2d):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+def conv3x3_norm_relu(in_channels: int, out_channels: int, norm: str) -> Conv2d:
+    """A 3x3 convolution (stride 1, size-preserving padding) followed by the norm named by
+    ``norm`` (see ``get_norm``; no bias when there is one) and ReLU: the hidden layer of the box
+    and mask heads."""
+    return Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size=3,
+        padding=1,
+        bias=not norm,
+        norm=get_norm(norm, out_channels),
+        activation=nn.ReLU(),
+    )
 
 
 def cat(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from fvcore.nn import weight_init
 from torch import nn
 
-from ...layers import Conv2d, ShapeSpec, get_norm
+from ...layers import ShapeSpec, conv3x3_norm_relu
 from ..registry import ROI_BOX_HEAD_REGISTRY
 
 
@@ -22,15 +22,7 @@ class FastRCNNConvFCHead(nn.Sequential):
         head = cfg.MODEL.ROI_BOX_HEAD
         shape = (input_shape.channels, input_shape.height, input_shape.width)
         for k in range(head.NUM_CONV):
-            conv = Conv2d(
-                shape[0],
-                head.CONV_DIM,
-                kernel_size=3,
-                padding=1,
-                bias=not head.NORM,
-                norm=get_norm(head.NORM, head.CONV_DIM),
-                activation=nn.ReLU(),
-            )
+            conv = conv3x3_norm_relu(shape[0], head.CONV_DIM, head.NORM)
             weight_init.c2_msra_fill(conv)
             self.add_module(f"conv{k + 1}", conv)
             shape = (head.CONV_DIM, shape[1], shape[2])

@@ -9,7 +9,7 @@ from fvcore.nn import weight_init
 from torch import nn
 from torch.nn import functional as F
 
-from ...layers import Conv2d, ShapeSpec, cat, get_norm
+from ...layers import ShapeSpec, cat, conv3x3_norm_relu
 from ...structures import Instances
 from ...utils.events import current_event_storage
 from ..registry import ROI_MASK_HEAD_REGISTRY
@@ -84,15 +84,7 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         channels = input_shape.channels
         self.conv_norm_relus = []
         for k in range(head.NUM_CONV):
-            conv = Conv2d(
-                channels,
-                head.CONV_DIM,
-                kernel_size=3,
-                padding=1,
-                bias=not head.NORM,
-                norm=get_norm(head.NORM, head.CONV_DIM),
-                activation=nn.ReLU(),
-            )
+            conv = conv3x3_norm_relu(channels, head.CONV_DIM, head.NORM)
             self.add_module(f"mask_fcn{k + 1}", conv)
             self.conv_norm_relus.append(conv)
             channels = head.CONV_DIM
