@@ -294,6 +294,10 @@ class TestConfig:
     DETECTIONS_PER_IMAGE: int = 100
     # Also record the training losses on DATASETS.TEST every EVAL_PERIOD iterations.
     VAL_LOSS: bool = False
+    # Form of the predicted masks: "bitmask", (N, H, W) booleans as Detectron2 returns them;
+    # "crop", a CroppedBitMasks keeping each mask around its box (little memory on large
+    # images). Evaluation with COCOEvaluator always uses "crop".
+    PRED_MASK_FORMAT: str = "bitmask"
     PRECISE_BN: PreciseBNConfig = field(default_factory=PreciseBNConfig)
 
 

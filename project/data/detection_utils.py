@@ -16,48 +16,153 @@ from project.structures import Boxes, BoxMode, Instances, PolygonMasks
 from ..structures import CroppedBitMasks, MaskCrop
 from ..structures.rle import decode_crop
 from . import transforms as T
-from .bad_input import KIND_CORRUPT_IMAGE, KIND_MASK_SIZE, KIND_MISSING_IMAGE, BadAnnotationError
+from .bad_input import KIND_CORRUPT_IMAGE, KIND_IMAGE_SIZE, KIND_MISSING_IMAGE, BadAnnotationError
 
 IMAGE_FORMATS = ("BGR", "RGB", "L")
 MASK_FORMATS = ("polygon", "bitmask")
-# 16-bit images are stretched to 8 bits between these percentiles of the image's own values.
+# Images whose values lie outside the 8-bit range (16-bit microscopy, floats of other ranges) are
+# stretched to 8 bits between these percentiles of the image's own values.
 UINT16_PERCENTILES = (0.1, 99.9)
 
 
-def scale_to_uint8(image: np.ndarray) -> np.ndarray:
-    """8-bit version of an image of another depth.
+class UnusableImageError(ValueError):
+    """An image array the model cannot take: ``source`` names it (a file, "image 2") and
+    ``problem`` says what is wrong and what to do."""
 
-    Rule for 16-bit (and other integer or float) images: the values between the image's
-    0.1th and 99.9th percentiles (taken over all channels together, so colours keep their
-    balance) are stretched linearly onto 0..255 and the rest clipped. Microscopy images, which
-    often use a few thousand of the 65536 levels, thereby become visible; the percentiles
-    ignore hot pixels. A constant image maps to 0.
-    """
-    if image.dtype == np.uint8:
-        return image
-    values = image.astype(np.float32)
+    def __init__(self, source: str, problem: str):
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+def _is_numeric(dtype: np.dtype) -> bool:
+    return dtype == np.bool_ or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+
+
+def _check_finite(image: np.ndarray, source: str) -> None:
+    """Raise ``UnusableImageError`` saying how many pixels hold a NaN or infinity, and where the
+    first one is."""
+    bad = ~np.isfinite(image)
+    if bad.ndim == 3:
+        bad = bad.any(axis=2)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return
+    row, column = np.argwhere(bad)[0]
+    raise UnusableImageError(
+        source,
+        f"{count} of {bad.size} pixels have a NaN or infinite value (the first at row {row}, column {column}: "
+        f"{image[row, column].tolist()}); the model needs finite values: replace them (for instance with "
+        "numpy.nan_to_num) or fix whatever produced the image",
+    )
+
+
+def _check_pixels(image: np.ndarray, source: str) -> None:
+    """Raise ``UnusableImageError`` unless ``image`` has pixels, numeric values and no NaN or infinity."""
+    if image.size == 0:
+        raise UnusableImageError(
+            source,
+            f"the image has no pixels (shape {image.shape}); an empty crop or slice gives this: "
+            "check how the array was made",
+        )
+    if not _is_numeric(image.dtype):
+        raise UnusableImageError(
+            source, f"pixel values of type {image.dtype} are not supported; give bool, integer or float values"
+        )
+    if np.issubdtype(image.dtype, np.floating):
+        _check_finite(image, source)
+
+
+def _working_float(dtype: np.dtype) -> type:
+    """float64 for float64 (and wider) images, whose values may lie beyond float32's range; float32 otherwise."""
+    return np.float64 if np.issubdtype(dtype, np.floating) and dtype.itemsize >= 8 else np.float32
+
+
+def _eight_bit_scale(image: np.ndarray) -> Optional[float]:
+    """What to multiply ``image`` by to get 8-bit values: 1 for signed integers or floats within
+    0..255, 255 for floats within [0, 1]; None when the values need the percentile stretch, as
+    unsigned 16-bit (and wider) sensor data always does, whatever its range."""
+    if np.issubdtype(image.dtype, np.unsignedinteger) and image.dtype.itemsize >= 2:
+        return None
+    low, high = image.min(), image.max()
+    if low < 0 or high > 255:
+        return None
+    return 255.0 if high <= 1 and np.issubdtype(image.dtype, np.floating) else 1.0
+
+
+def _stretch_to_uint8(image: np.ndarray) -> np.ndarray:
+    """Map the values between the image's ``UINT16_PERCENTILES`` (of all channels together, so
+    colours keep their balance) linearly onto 0..255 and clip the rest; a constant image maps to 0."""
+    values = image.astype(_working_float(image.dtype))
     low, high = np.percentile(values, UINT16_PERCENTILES)
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
     return np.clip((values - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
 
 
-def convert_image_to_model_format(image: np.ndarray, format: str, source: str = "image") -> np.ndarray:
-    """An image whose colour channels are already in ``format``'s order (or grey, or with a
-    fourth alpha channel), of any bit depth, as the model takes it: (H, W, 3) uint8 for "BGR"
-    and "RGB", (H, W, 1) for "L". Grey becomes three equal channels, alpha is dropped, other
-    depths are scaled by ``scale_to_uint8``; a colour image given for "L" is read as BGR.
-    ``source`` names the image in errors."""
-    if format not in IMAGE_FORMATS:
-        raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {format!r}")
+def scale_to_uint8(image: np.ndarray, source: str = "image") -> np.ndarray:
+    """``image`` (any shape) as uint8, by the pixel-value rules stated in
+    ``convert_image_to_model_format``. Raises ``UnusableImageError`` naming ``source`` for an
+    image without pixels, with non-numeric values, or with a NaN or infinite value."""
+    _check_pixels(image, source)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return np.where(image, np.uint8(255), np.uint8(0))
+    scale = _eight_bit_scale(image)
+    if scale is None:
+        return _stretch_to_uint8(image)
+    if np.issubdtype(image.dtype, np.integer):
+        return image.astype(np.uint8)
+    return np.rint(image.astype(_working_float(image.dtype)) * scale).astype(np.uint8)
+
+
+def _check_layout(image: Any, source: str) -> None:
     if (
         not isinstance(image, np.ndarray)
         or image.ndim not in (2, 3)
         or (image.ndim == 3 and image.shape[2] not in (1, 3, 4))
     ):
         got = f"shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"{source}: expected an (H, W) or (H, W, C) image with C in 1, 3, 4; got {got}")
-    image = scale_to_uint8(image)
+        raise UnusableImageError(source, f"expected an (H, W) or (H, W, C) image with C in 1, 3, 4; got {got}")
+
+
+def convert_image_to_model_format(image: np.ndarray, format: str, source: str = "image") -> np.ndarray:
+    """``image`` as the model takes it: (H, W, 3) uint8 for ``format`` "BGR" or "RGB", (H, W, 1)
+    uint8 for "L". This docstring is the one statement of the input-image contract, which
+    ``read_image``, ``DefaultPredictor`` and the data pipeline follow.
+
+    Channels: (H, W) and (H, W, 1) images are grey and become three equal channels; a fourth
+    (alpha) channel is dropped; colour channels must already be in ``format``'s order (a colour
+    image given for "L" is taken as BGR).
+
+    Pixel values, by dtype:
+
+    - uint8: taken as is.
+    - bool: False is 0, True is 255.
+    - uint16, uint32, uint64 (16-bit microscopy and other sensor data, as image files store it):
+      stretched, whatever the range (a dim exposure too): the values between the image's 0.1th
+      and 99.9th percentiles (``UINT16_PERCENTILES``, over all channels together, so colours keep
+      their balance) map linearly onto 0..255 and the rest are clipped; a constant image
+      becomes 0.
+    - signed integers (int8 to int64, as array arithmetic produces): when every value lies in
+      0..255, taken as 8-bit values unchanged (an int64 copy of a uint8 image is that image);
+      otherwise stretched as above.
+    - floats: every value in [0, 1]: intensities on the 0-1 scale, multiplied by 255; else every
+      value in [0, 255]: 8-bit values. Both are rounded to the nearest integer and cast to uint8
+      before resizing, so a float copy of a uint8 image, on either scale, is exactly that image
+      and gives the same detections (only an image of levels 0 and 1 alone is ambiguous: it is
+      read on the 0-1 scale; pass it as uint8 to mean levels). Any other range is stretched as
+      16-bit images are.
+
+    Raises ``UnusableImageError`` (a ``ValueError``) whose message starts with ``source`` for a
+    wrong shape, an image without pixels, non-numeric values, or any NaN or infinite value (saying
+    how many pixels and where the first is); ``ValueError`` for an unknown ``format``.
+    """
+    if format not in IMAGE_FORMATS:
+        raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {format!r}")
+    _check_layout(image, source)
+    image = scale_to_uint8(image, source)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
     if image.ndim == 3 and image.shape[2] == 1:
@@ -71,9 +176,11 @@ def convert_image_to_model_format(image: np.ndarray, format: str, source: str = 
 def read_image(file_name: str, format: Optional[str] = "BGR") -> np.ndarray:
     """Read an image file into an (H, W, C) uint8 array in ``format`` ("BGR", "RGB" or "L").
 
-    8- and 16-bit, grey, colour and RGBA files are accepted (see ``scale_to_uint8`` and
-    ``convert_image_to_model_format``); EXIF orientation is applied. A missing or undecodable
-    file raises ``BadAnnotationError`` naming it.
+    Files of any depth OpenCV decodes (8- and 16-bit PNG, float TIFF, ...), grey, colour or
+    RGBA, are converted by the contract of ``convert_image_to_model_format``; EXIF orientation is
+    applied. A missing or undecodable file, or one whose pixels break that contract (a NaN in a
+    float TIFF, say), raises ``BadAnnotationError`` naming it (kind "missing image file" or
+    "corrupt image file"), which the data pipeline's ``ON_BAD_ANNOTATION`` policy skips and counts.
     """
     format = format or "BGR"
     try:
@@ -87,7 +194,10 @@ def read_image(file_name: str, format: Optional[str] = "BGR") -> np.ndarray:
         )
     if format == "RGB" and image.ndim == 3:
         image = image[:, :, 2::-1]
-    return convert_image_to_model_format(image, format, source=file_name)
+    try:
+        return convert_image_to_model_format(image, format, source=file_name)
+    except UnusableImageError as e:
+        raise BadAnnotationError(file_name, "image", e.problem, KIND_CORRUPT_IMAGE) from None
 
 
 def check_image_size(dataset_dict: Mapping[str, Any], image: np.ndarray) -> None:
@@ -100,7 +210,7 @@ def check_image_size(dataset_dict: Mapping[str, Any], image: np.ndarray) -> None
             f"image id {dataset_dict.get('image_id')}",
             f"the image is {actual[0]}x{actual[1]} (height x width) but its annotations say "
             f"{expected[0]}x{expected[1]}",
-            KIND_MASK_SIZE,
+            KIND_IMAGE_SIZE,
         )
 
 
@@ -262,6 +372,7 @@ def filter_empty_instances(
 
 
 __all__ = [
+    "UnusableImageError",
     "annotations_to_instances",
     "boxes_xyxy",
     "build_augmentation",

@@ -7,15 +7,15 @@ import itertools
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 
-from ..data.catalog import MetadataCatalog
+from ..data.catalog import DatasetCatalog, MetadataCatalog
 from ..data.datasets.coco import convert_to_coco_json, save_coco_json
-from ..structures import BoxMode, Instances
+from ..structures import BitMasks, BoxMode, CroppedBitMasks, Instances
+from ..structures.rle import RLE, encode_crop, encode_mask
 from ..utils.comm import gather_to_main_process
 from .coco_metrics import (
     fast_coco_eval_available,
@@ -33,13 +33,23 @@ SUPPORTED_TASKS = ("bbox", "segm")
 RESULTS_FILE_NAME = "coco_instances_results.json"
 
 
+def mask_rles(masks: Union[torch.Tensor, BitMasks, CroppedBitMasks]) -> List[RLE]:
+    """Compressed RLE (``counts`` a str) of each predicted mask: rows of an (N, H, W) tensor or
+    ``BitMasks``, encoded one at a time, or crops of a ``CroppedBitMasks``, encoded without
+    building any full-image array."""
+    if isinstance(masks, CroppedBitMasks):
+        return [encode_crop(crop) for crop in masks.crops]
+    dense = masks.tensor if isinstance(masks, BitMasks) else masks
+    return [encode_mask(mask) for mask in dense.detach().cpu().numpy()]
+
+
 def instances_to_coco_json(instances: Instances, image_id: int) -> List[Dict[str, Any]]:
     """One image's predictions as COCO result dicts.
 
     ``instances`` has ``pred_boxes`` (Boxes, XYXY absolute pixels), ``scores``, ``pred_classes``
-    and optionally ``pred_masks`` (N x H x W, full image). Results carry ``bbox`` in XYWH,
-    ``score``, the model's (contiguous) ``category_id`` and, with masks, ``segmentation`` as a
-    compressed RLE whose ``counts`` is a str (JSON-serialisable).
+    and optionally ``pred_masks`` (N x H x W, full image, or ``CroppedBitMasks``). Results carry
+    ``bbox`` in XYWH, ``score``, the model's (contiguous) ``category_id`` and, with masks,
+    ``segmentation`` as a compressed RLE whose ``counts`` is a str (JSON-serialisable).
     """
     if len(instances) == 0:
         return []
@@ -52,11 +62,8 @@ def instances_to_coco_json(instances: Instances, image_id: int) -> List[Dict[str
         for b, s, c in zip(boxes, scores, classes)
     ]
     if instances.has("pred_masks"):
-        masks = instances.pred_masks.detach().cpu().numpy().astype(np.uint8, copy=False)
-        # pycocotools encodes an H x W x N Fortran-ordered array in one call.
-        rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-        for result, rle in zip(results, rles):
-            result["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
+        for result, rle in zip(results, mask_rles(instances.pred_masks)):
+            result["segmentation"] = rle
     return results
 
 
@@ -72,7 +79,12 @@ class COCOEvaluator(DatasetEvaluator):
     detections. When no detections at all were made, AP is computed all the same (0 for every
     category that has ground truth) after a warning. Metrics that have no ground truth to be
     measured on (e.g. ``APs`` without small objects) are NaN.
+
+    Masks may come as an (N, H, W) tensor or as ``CroppedBitMasks`` (``accepts_cropped_masks``):
+    both give the same RLE, the latter without any full-image array.
     """
+
+    accepts_cropped_masks = True
 
     def __init__(
         self,
@@ -115,10 +127,9 @@ class COCOEvaluator(DatasetEvaluator):
 
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
-        mapping = self._metadata.get("thing_dataset_id_to_contiguous_id")
-        self._contiguous_to_dataset_id = (
-            {int(contiguous): int(dataset_id) for dataset_id, contiguous in mapping.items()} if mapping else None
-        )
+        # Read when evaluating, not now: loading the dataset (which Detectron2's tutorials do
+        # after building the evaluator) is what records the class-id mapping in the metadata.
+        self._contiguous_to_dataset_id: Optional[Dict[int, int]] = None
         self._gt_json_file = self._ground_truth_json(allow_cached_coco)
         self._coco_gt = load_coco_ground_truth(self._gt_json_file, use_fast_impl)
         self._predictions: List[Dict[str, Any]] = []
@@ -173,6 +184,7 @@ class COCOEvaluator(DatasetEvaluator):
         self._check_images(predictions)
 
         coco_results = [r for p in predictions for r in p["instances"]]
+        self._contiguous_to_dataset_id = self._read_class_id_mapping()
         self._map_to_dataset_category_ids(coco_results)
         if self._output_dir:
             path = os.path.join(self._output_dir, RESULTS_FILE_NAME)
@@ -181,7 +193,7 @@ class COCOEvaluator(DatasetEvaluator):
         if not coco_results:
             logger.warning("COCOEvaluator: the model made no detection on %d images; AP is 0", len(predictions))
 
-        tasks = self._tasks or self._tasks_from_results(coco_results)
+        tasks = self._tasks_to_run(coco_results)
         logger.info(
             "Evaluating %s on %d images with %s (max %d detections per image)",
             "/".join(tasks),
@@ -191,7 +203,14 @@ class COCOEvaluator(DatasetEvaluator):
         )
         results: Dict[str, Any] = OrderedDict()
         for task in tasks:
-            coco_eval = run_coco_eval(self._coco_gt, coco_results, task, self._max_dets_per_image, self._use_fast_impl)
+            coco_eval = run_coco_eval(
+                self._coco_gt,
+                coco_results,
+                task,
+                self._max_dets_per_image,
+                self._use_fast_impl,
+                image_ids=[p["image_id"] for p in predictions],
+            )
             results[task] = self._derive_metrics(coco_eval, task)
         return results
 
@@ -213,11 +232,30 @@ class COCOEvaluator(DatasetEvaluator):
             )
         if len(counts) < len(gt_ids):
             logger.warning(
-                "COCOEvaluator: only %d of the %d ground-truth images were processed; the others count as "
-                "images without detections",
+                "COCOEvaluator: %d of the %d ground-truth images were processed (the others were skipped when the "
+                "dataset was loaded, or not given); the AP is over the processed images only",
                 len(counts),
                 len(gt_ids),
             )
+
+    def _read_class_id_mapping(self) -> Optional[Dict[int, int]]:
+        """Contiguous class id -> ground-truth category id, from the metadata's
+        ``thing_dataset_id_to_contiguous_id``; None (ids kept as they are) where it has none.
+
+        A dataset loader records that mapping when the dataset is loaded. When the ground truth
+        is the metadata's ``json_file`` and nothing has loaded the dataset in this process (e.g.
+        predictions fed to ``process`` from a loop over image files), the dataset is loaded here
+        once, so that class k is never scored as category k by mistake.
+        """
+        key = "thing_dataset_id_to_contiguous_id"
+        converted = self._gt_json_file != self._metadata.get("json_file")
+        if self._metadata.get(key) is None and not converted and self._dataset_name in DatasetCatalog:
+            logger.info("COCOEvaluator: loading dataset '%s' to learn its %s", self._dataset_name, key)
+            DatasetCatalog.get(self._dataset_name)
+        mapping = self._metadata.get(key)
+        if not mapping:
+            return None
+        return {int(contiguous): int(dataset_id) for dataset_id, contiguous in mapping.items()}
 
     def _to_dataset_id(self, class_id: int) -> int:
         """The ground truth's category id of a model (contiguous) class id."""
@@ -248,6 +286,28 @@ class COCOEvaluator(DatasetEvaluator):
     def _tasks_from_results(coco_results: List[Dict[str, Any]]) -> tuple:
         has_masks = any("segmentation" in r for r in coco_results)
         return ("bbox", "segm") if has_masks else ("bbox",)
+
+    def _tasks_to_run(self, coco_results: List[Dict[str, Any]]) -> tuple:
+        """The tasks asked for, or those the results allow. Mask AP needs a mask on every
+        ground-truth annotation (COCOeval fails inside otherwise): without, "segm" is dropped
+        with a warning when it was inferred, and is an error when it was asked for."""
+        tasks = self._tasks or self._tasks_from_results(coco_results)
+        if "segm" not in tasks:
+            return tasks
+        annotations = self._coco_gt.dataset.get("annotations", [])
+        unmasked = sum(1 for ann in annotations if not ann.get("segmentation"))
+        if not unmasked:
+            return tasks
+        problem = (
+            f"COCOEvaluator: {unmasked} of {len(annotations)} ground-truth annotations in {self._gt_json_file} "
+            "have no 'segmentation', so mask AP (segm) cannot be measured"
+        )
+        if self._tasks:
+            raise ValueError(
+                f"{problem}; give every annotation a polygon or RLE mask, or evaluate boxes only with tasks=('bbox',)"
+            )
+        logger.warning("%s; evaluating boxes only", problem)
+        return tuple(t for t in tasks if t != "segm")
 
     def _derive_metrics(self, coco_eval: Any, task: str) -> Dict[str, float]:
         """Summary and per-category AP in percent, logged as tables."""

@@ -68,10 +68,16 @@ def _load_results(coco_gt: Any, results: List[Dict[str, Any]]) -> Any:
 
 
 def run_coco_eval(
-    coco_gt: Any, results: List[Dict[str, Any]], iou_type: str, max_dets_per_image: int, use_fast_impl: bool
+    coco_gt: Any,
+    results: List[Dict[str, Any]],
+    iou_type: str,
+    max_dets_per_image: int,
+    use_fast_impl: bool,
+    image_ids: Optional[Sequence[Any]] = None,
 ) -> Any:
     """Match ``results`` (COCO result dicts with dataset category ids) to ``coco_gt`` and
-    accumulate precision/recall, with ``params.maxDets = [1, 10, max_dets_per_image]``.
+    accumulate precision/recall, with ``params.maxDets = [1, 10, max_dets_per_image]``, over the
+    ground-truth images ``image_ids`` (all of them when None).
 
     For ``segm`` the results' boxes are dropped first, so that, as for the ground truth, an
     instance's area (which decides small/medium/large) is its mask area.
@@ -94,6 +100,8 @@ def run_coco_eval(
 
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
     coco_eval.params.maxDets = sorted({1, 10, int(max_dets_per_image)})
+    if image_ids is not None:
+        coco_eval.params.imgIds = sorted(image_ids, key=str)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.evaluate()
         coco_eval.accumulate()

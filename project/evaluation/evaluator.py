@@ -27,7 +27,14 @@ class DatasetEvaluator:
     ``reset()`` starts a new round, ``process(inputs, outputs)`` is called once per batch (lists
     of the same length: one input dict and one output dict per image), and ``evaluate()``
     returns ``{task: {metric: value}}``, e.g. ``{"bbox": {"AP": 40.1, ...}}``.
+
+    ``accepts_cropped_masks``: whether ``process`` also takes ``pred_masks`` as a
+    ``CroppedBitMasks`` (each mask kept around its box) instead of an (N, H, W) tensor. When
+    every evaluator does, ``inference_on_dataset`` asks the model for that form, which keeps
+    large images' masks small.
     """
+
+    accepts_cropped_masks: bool = False
 
     def reset(self) -> None:
         """Forget everything processed so far."""
@@ -46,6 +53,7 @@ class DatasetEvaluators(DatasetEvaluator):
     def __init__(self, evaluators: Sequence[DatasetEvaluator]):
         super().__init__()
         self._evaluators = list(evaluators)
+        self.accepts_cropped_masks = all(getattr(e, "accepts_cropped_masks", False) for e in self._evaluators)
 
     def reset(self) -> None:
         for evaluator in self._evaluators:
@@ -84,6 +92,22 @@ def inference_context(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextmanager
+def pred_mask_format(model: Any, mask_format: str) -> Iterator[None]:
+    """Have ``model`` return ``pred_masks`` in ``mask_format`` (see ``TEST.PRED_MASK_FORMAT``)
+    for the duration of the block, then restore its own; a model without a
+    ``pred_mask_format`` attribute is left as it is."""
+    if not hasattr(model, "pred_mask_format"):
+        yield
+        return
+    own = model.pred_mask_format
+    model.pred_mask_format = mask_format
+    try:
+        yield
+    finally:
+        model.pred_mask_format = own
+
+
 def _as_evaluator(evaluator: Union[DatasetEvaluator, Sequence[DatasetEvaluator], None]) -> DatasetEvaluator:
     if evaluator is None:
         return DatasetEvaluators([])
@@ -103,6 +127,9 @@ def inference_on_dataset(
     ``torch.no_grad()``. Each batch is a list of input dicts and the model returns one output
     dict per input. Timing is logged per image, leaving out the first batches as warm-up
     (``min(5, number of batches - 1)``). ``evaluator`` may be None (timing only) or a list.
+    When every evaluator accepts cropped masks (``COCOEvaluator`` does; with no evaluator
+    nothing reads them), a model with a ``pred_mask_format`` attribute returns its masks as
+    crops meanwhile, so that no full-image mask is allocated.
     Returns ``{}`` on processes other than the main one, or when the evaluator returns None.
     """
     evaluator = _as_evaluator(evaluator)
@@ -124,6 +151,8 @@ def inference_on_dataset(
     with ExitStack() as stack:
         if isinstance(model, nn.Module):
             stack.enter_context(inference_context(model))
+        if evaluator.accepts_cropped_masks:
+            stack.enter_context(pred_mask_format(model, "crop"))
         stack.enter_context(torch.no_grad())
         for batch_index, inputs in enumerate(data_loader):
             if batch_index == num_warmup:

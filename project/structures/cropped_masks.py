@@ -16,7 +16,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .boxes import Boxes
-from .masks import polygons_to_bitmask
+from .masks import paste_mask_windows, polygons_to_bitmask
 
 
 @dataclass(frozen=True)
@@ -209,3 +209,33 @@ class CroppedBitMasks:
         if not masks_list:
             raise ValueError("CroppedBitMasks.cat needs at least one CroppedBitMasks")
         return cls([c for m in masks_list for c in m.crops], masks_list[0].image_size)
+
+
+def _windows_as_arrays(windows: List[torch.Tensor]) -> List[np.ndarray]:
+    """The bool tensors ``windows`` as numpy arrays: shared with the tensors on the CPU, brought
+    over in one copy from another device."""
+    if not windows or windows[0].device.type == "cpu":
+        return [window.numpy() for window in windows]
+    flat = torch.cat([window.reshape(-1) for window in windows]).cpu().numpy()
+    ends = np.cumsum([window.numel() for window in windows])
+    return [part.reshape(window.shape) for part, window in zip(np.split(flat, ends[:-1]), windows)]
+
+
+def paste_masks_as_crops(
+    masks: torch.Tensor, boxes: torch.Tensor, image_shape: Tuple[int, int], threshold: float = 0.5
+) -> CroppedBitMasks:
+    """``paste_masks_in_image`` with each instance kept as the crop around its box.
+
+    Same arguments: ``masks`` (N, M, M) probabilities, ``boxes`` (N, 4) XYXY absolute pixels,
+    ``image_shape = (height, width)``. Returns N masks whose ``.tensor`` equals
+    ``paste_masks_in_image``'s result bit for bit, holding only about the boxes' area (each crop
+    is its box rounded out to whole pixels, grown by one pixel and clipped to the image; a box
+    outside the image gives an empty mask). The crops live on the CPU.
+    """
+    image_size = (int(image_shape[0]), int(image_shape[1]))
+    pasted = list(paste_mask_windows(masks, boxes, image_size, threshold))
+    arrays = _windows_as_arrays([window for _, _, _, window in pasted])
+    crops = [MaskCrop.empty(image_size)] * len(masks)
+    for (i, x0, y0, _), array in zip(pasted, arrays):
+        crops[i] = MaskCrop(array, x0, y0, image_size)
+    return CroppedBitMasks(crops, image_size)

@@ -221,6 +221,53 @@ class PolygonMasks:
         return cls([p for m in masks_list for p in m.polygons])
 
 
+PastedMask = Tuple[int, int, int, torch.Tensor]  # (instance index, x0, y0, (h, w) bool window)
+
+
+def _paste_windows(boxes: torch.Tensor, image_shape: Tuple[int, int]) -> List[Tuple[int, int, int, int]]:
+    """Per box, the integer pixel range ``(x0, y0, x1, y1)`` (end exclusive) that pasting can
+    touch: the box rounded out to whole pixels and grown by one pixel on each side, clipped to
+    the image. Empty when the box lies outside the image."""
+    height, width = image_shape
+    lo = (boxes[:, :2].floor() - 1).clamp(min=0).to(torch.int64).tolist()
+    hi_x = (boxes[:, 2].ceil() + 1).clamp(max=width).to(torch.int64).tolist()
+    hi_y = (boxes[:, 3].ceil() + 1).clamp(max=height).to(torch.int64).tolist()
+    return [(x0, y0, x1, y1) for (x0, y0), x1, y1 in zip(lo, hi_x, hi_y)]
+
+
+def _paste_one(
+    mask: torch.Tensor, box: torch.Tensor, window: Tuple[int, int, int, int], threshold: float
+) -> torch.Tensor:
+    """The (y1 - y0, x1 - x0) bool window of the image covered by one (M, M) mask pasted into
+    its float32 XYXY ``box``: bilinear samples at the window's pixel centres, the mask's cells
+    spanning the box exactly, compared with ``threshold``."""
+    x0, y0, x1, y1 = window
+    bx0, by0, bx1, by1 = box
+    xs = (torch.arange(x0, x1, device=mask.device, dtype=torch.float32) + 0.5 - bx0) / (bx1 - bx0) * 2 - 1
+    ys = (torch.arange(y0, y1, device=mask.device, dtype=torch.float32) + 0.5 - by0) / (by1 - by0) * 2 - 1
+    grid = torch.stack([xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=-1)
+    pasted = F.grid_sample(mask[None, None].to(torch.float32), grid[None], align_corners=False)
+    return pasted[0, 0] >= threshold
+
+
+def paste_mask_windows(
+    masks: torch.Tensor, boxes: torch.Tensor, image_shape: Tuple[int, int], threshold: float = 0.5
+) -> Iterator[PastedMask]:
+    """Paste fixed-size mask probabilities into their boxes, one instance at a time, without
+    allocating anything of the image's size.
+
+    ``masks`` (N, M, M) floats cover ``boxes`` (N, 4, XYXY, absolute pixels) of an image of
+    ``image_shape = (height, width)``. Yields ``(i, x0, y0, window)`` for each instance whose box
+    touches the image, ``window`` an (h, w) bool tensor on ``masks``' device holding image rows
+    ``y0 .. y0+h-1`` and columns ``x0 .. x0+w-1``; every pixel outside it is background.
+    """
+    boxes = boxes.to(torch.float32)
+    for i, window in enumerate(_paste_windows(boxes, image_shape)):
+        x0, y0, x1, y1 = window
+        if x1 > x0 and y1 > y0:
+            yield i, x0, y0, _paste_one(masks[i], boxes[i], window, threshold)
+
+
 def paste_masks_in_image(
     masks: torch.Tensor, boxes: torch.Tensor, image_shape: Tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
@@ -229,26 +276,10 @@ def paste_masks_in_image(
     ``masks`` (N, M, M) floats cover the boxes ``boxes`` (N, 4, XYXY, absolute pixels) of an image
     of ``image_shape = (height, width)``. Each mask is resampled bilinearly onto the pixel centres
     inside its box (the mask's cells span the box exactly) and thresholded. Only the pixels
-    around each box are computed. Returns an (N, height, width) bool tensor.
+    around each box are computed (``paste_mask_windows``). Returns an (N, height, width) bool tensor.
     """
     height, width = image_shape
     out = torch.zeros(len(masks), height, width, dtype=torch.bool, device=masks.device)
-    if len(masks) == 0:
-        return out
-    boxes = boxes.to(torch.float32)
-    # Integer pixel ranges that can be touched: one pixel of margin, clipped to the image.
-    lo = (boxes[:, :2].floor() - 1).clamp(min=0).to(torch.int64).tolist()
-    hi_x = (boxes[:, 2].ceil() + 1).clamp(max=width).to(torch.int64).tolist()
-    hi_y = (boxes[:, 3].ceil() + 1).clamp(max=height).to(torch.int64).tolist()
-    for i in range(len(masks)):
-        x0, y0 = lo[i]
-        x1, y1 = hi_x[i], hi_y[i]
-        if x1 <= x0 or y1 <= y0:
-            continue
-        bx0, by0, bx1, by1 = boxes[i]
-        xs = (torch.arange(x0, x1, device=masks.device, dtype=torch.float32) + 0.5 - bx0) / (bx1 - bx0) * 2 - 1
-        ys = (torch.arange(y0, y1, device=masks.device, dtype=torch.float32) + 0.5 - by0) / (by1 - by0) * 2 - 1
-        grid = torch.stack([xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=-1)
-        pasted = F.grid_sample(masks[i][None, None].to(torch.float32), grid[None], align_corners=False)
-        out[i, y0:y1, x0:x1] = pasted[0, 0] >= threshold
+    for i, x0, y0, window in paste_mask_windows(masks, boxes, image_shape, threshold):
+        out[i, y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] = window
     return out

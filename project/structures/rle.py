@@ -26,6 +26,48 @@ def encode_mask(mask: np.ndarray) -> RLE:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def _crop_runs_in_image(crop: MaskCrop) -> Tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of each foreground run of ``crop`` as positions in its image's
+    column-major pixel order, sorted; runs that meet across a column boundary are joined.
+
+    Each crop column, framed by a background pixel above and below, is a stretch of the
+    image's column-major order: crop pixel (r, j) is image position ``(x0 + j) * H + y0 + r``.
+    """
+    height = crop.image_size[0]
+    h, w = crop.mask.shape
+    framed = np.zeros((w, h + 2), dtype=np.int8)
+    framed[:, 1:-1] = crop.mask.T
+    steps = np.diff(framed.reshape(-1))
+    first = np.flatnonzero(steps == 1) + 1  # framed positions of each run's first pixel
+    after_last = np.flatnonzero(steps == -1) + 1  # ... and of the pixel after its last one
+
+    def to_image(position: np.ndarray) -> np.ndarray:
+        column, row = np.divmod(position, h + 2)
+        return (crop.x0 + column) * height + crop.y0 + row - 1
+
+    starts, ends = to_image(first), to_image(after_last)
+    if len(starts) == 0:
+        return starts, ends
+    apart = starts[1:] != ends[:-1]  # a column's run reaching the image's bottom continues at the next top
+    return starts[np.r_[True, apart]], ends[np.r_[apart, True]]
+
+
+def encode_crop(crop: MaskCrop) -> RLE:
+    """Compressed RLE of ``crop`` placed in its (H, W) image: equal to
+    ``encode_mask(crop.to_array())`` but computed from the crop alone, in time and memory of the
+    crop's size, never the image's. ``counts`` is a str."""
+    height, width = crop.image_size
+    starts, ends = _crop_runs_in_image(crop)
+    # Background, foreground, background, ...; pycocotools ends on the last non-empty run.
+    counts = np.empty(2 * len(starts) + 1, dtype=np.int64)
+    counts[0:-1:2] = starts - np.r_[0, ends[:-1]]
+    counts[1::2] = ends - starts
+    counts[-1] = height * width - (ends[-1] if len(ends) else 0)
+    if len(ends) and counts[-1] == 0:
+        counts = counts[:-1]
+    return compress({"size": [height, width], "counts": counts.tolist()})
+
+
 def compress(rle: RLE) -> RLE:
     """The compressed form (str counts) of a compressed or uncompressed (list counts) RLE."""
     counts = rle["counts"]

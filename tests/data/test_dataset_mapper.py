@@ -14,7 +14,14 @@ from conftest import require_dataset
 from project.config.compose import default_cfg
 from project.data import MAPPER_REGISTRY, DatasetMapper, build_mapper, load_coco_json
 from project.data import transforms as T
-from project.data.detection_utils import UINT16_PERCENTILES, read_image, scale_to_uint8
+from project.data.bad_input import KIND_CORRUPT_IMAGE, BadAnnotationError
+from project.data.detection_utils import (
+    UINT16_PERCENTILES,
+    UnusableImageError,
+    convert_image_to_model_format,
+    read_image,
+    scale_to_uint8,
+)
 from project.structures import BoxMode, CroppedBitMasks, PolygonMasks
 
 
@@ -30,7 +37,7 @@ def test_sixteen_bit_images_are_stretched_between_percentiles(tmp_path):
     expected = np.clip((grey16 - low) * 255.0 / (high - low) + 0.5, 0, 255).astype(np.uint8)
     assert np.array_equal(image[:, :, 0], expected)
     assert image[0, 0, 0] == 255 and image.min() == 0 and np.median(image) > 100  # hot pixel ignored
-    assert np.array_equal(scale_to_uint8(np.full((3, 3), 7, np.uint16)), np.zeros((3, 3), np.uint8))
+    assert np.array_equal(scale_to_uint8(np.full((3, 3), 700, np.uint16)), np.zeros((3, 3), np.uint8))
 
 
 def test_colour_sixteen_bit_keeps_the_channel_balance(tmp_path):
@@ -56,6 +63,119 @@ def test_grey_rgba_and_formats(tmp_path):
     assert np.array_equal(
         read_image(str(tmp_path / "rgba.png"), "L"), cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2GRAY)[:, :, None]
     )
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """An 8-bit colour image using only part of the 0..255 range, as most photographs do, so a
+    contrast stretch would change it."""
+    return np.random.default_rng(3).integers(30, 200, (48, 64, 3)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64])
+def test_signed_integer_copies_of_an_eight_bit_image_are_taken_unchanged(photo, dtype):
+    assert np.array_equal(scale_to_uint8(photo.astype(dtype)), photo)
+    assert np.array_equal(scale_to_uint8((photo // 2).astype(np.int8)), photo // 2)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_unsigned_sixteen_bit_data_is_stretched_even_when_dim(photo, dtype):
+    """A dim exposure of a 12- or 16-bit camera may hold only values below 256: still sensor data."""
+    dim = photo.astype(dtype)
+    low, high = np.percentile(dim.astype(np.float64), UINT16_PERCENTILES)
+    expected = np.clip((dim - low) * 255.0 / (high - low) + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(scale_to_uint8(dim), expected)
+    assert not np.array_equal(expected, photo)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_float_copies_on_either_scale_give_back_the_eight_bit_image(photo, dtype):
+    assert np.array_equal(scale_to_uint8(photo.astype(dtype)), photo)  # 0-255 values
+    assert np.array_equal(scale_to_uint8(photo.astype(dtype) / dtype(255)), photo)  # 0-1 intensities
+    assert np.array_equal(scale_to_uint8(photo / 255.0), photo)
+
+
+def test_floats_are_rounded_and_other_ranges_stretched_like_sixteen_bit_images():
+    assert scale_to_uint8(np.array([[12.4, 12.6, 254.5, 0.0]], np.float32)).tolist() == [[12, 13, 254, 0]]
+    assert scale_to_uint8(np.array([[0.0, 0.5, 1.0]])).tolist() == [[0, 128, 255]]
+    deep = np.random.default_rng(0).integers(1000, 3000, (20, 30)).astype(np.uint16)
+    assert np.array_equal(scale_to_uint8(deep.astype(np.float32)), scale_to_uint8(deep))
+    signed = np.linspace(-1.0, 1.0, 600).reshape(20, 30)  # e.g. an image normalised to mean 0
+    stretched = scale_to_uint8(signed)
+    assert stretched.min() == 0 and stretched.max() == 255 and (np.diff(stretched.ravel().astype(int)) >= 0).all()
+
+
+def test_bool_images_are_black_and_white():
+    assert scale_to_uint8(np.array([[True, False]])).tolist() == [[255, 0]]
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_rejected_with_count_and_place(photo, bad_value):
+    image = photo.astype(np.float32)
+    image[4, 5, 1] = bad_value
+    image[7, 2, :] = bad_value  # one pixel, three values
+    with pytest.raises(UnusableImageError) as info:
+        convert_image_to_model_format(image, "BGR", source="image 3")
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert message.startswith("image 3: 2 of 3072 pixels") and "NaN or infinite" in message
+    assert "row 4, column 5" in message and "nan_to_num" in message
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((0, 0, 3), np.uint8), "has no pixels (shape (0, 0, 3))"),
+        (np.zeros((5, 0), np.float32), "has no pixels (shape (5, 0))"),
+        (np.full((4, 4), "a"), "pixel values of type <U1"),
+        (np.zeros((4, 4), np.complex64), "pixel values of type complex64"),
+    ],
+)
+def test_empty_and_non_numeric_images_are_rejected(bad, message):
+    with pytest.raises(UnusableImageError, match="^image 0: ") as info:
+        convert_image_to_model_format(bad, "BGR", source="image 0")
+    assert message in str(info.value)
+
+
+def test_files_follow_the_same_contract_as_arrays(tmp_path, photo):
+    """Float TIFFs (0-1 or 0-255) read as the 8-bit image; 16-bit PNGs are stretched as arrays of
+    their type are."""
+    files = {
+        "unit.tif": (photo / 255.0).astype(np.float32),
+        "levels.tif": photo.astype(np.float64),
+        "levels16.png": photo.astype(np.uint16),
+        "grey16.png": photo[:, :, 0].astype(np.uint16),
+    }
+    for name, image in files.items():
+        assert cv2.imwrite(str(tmp_path / name), image)
+        decoded = cv2.imdecode(np.fromfile(str(tmp_path / name), np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+        assert decoded.dtype == image.dtype  # the file really holds floats or 16 bits
+    for name in ("unit.tif", "levels.tif"):
+        assert np.array_equal(read_image(str(tmp_path / name), "BGR"), photo), name
+        assert np.array_equal(read_image(str(tmp_path / name), "RGB"), photo[:, :, ::-1]), name
+    assert np.array_equal(read_image(str(tmp_path / "levels16.png"), "BGR"), scale_to_uint8(files["levels16.png"]))
+    assert np.array_equal(read_image(str(tmp_path / "grey16.png"), "L")[:, :, 0], scale_to_uint8(files["grey16.png"]))
+    mapper = DatasetMapper(is_train=False, augmentations=[])
+    for name in ("unit.tif", "levels.tif"):
+        mapped = mapper({"file_name": str(tmp_path / name), "image_id": 1})["image"]
+        assert torch.equal(mapped, torch.from_numpy(photo.transpose(2, 0, 1).copy())), name
+
+
+def test_a_float_tiff_with_nan_is_bad_input_named_and_counted(tmp_path, photo):
+    image = photo.astype(np.float32)
+    image[10, 20] = np.nan
+    path = str(tmp_path / "nan.tif")
+    cv2.imwrite(path, image)
+    with pytest.raises(BadAnnotationError) as info:
+        read_image(path)
+    assert info.value.file == path and info.value.kind == KIND_CORRUPT_IMAGE
+    assert "1 of 3072 pixels" in str(info.value) and "row 10, column 20" in str(info.value)
+    record = {"file_name": path, "height": 48, "width": 64, "image_id": 1, "annotations": []}
+    skipping = DatasetMapper(is_train=True, augmentations=[], on_bad_annotation="skip")
+    assert skipping(record) is None
+    assert skipping._bad_input.counts == {KIND_CORRUPT_IMAGE: 1}
+    with pytest.raises(BadAnnotationError, match="NaN or infinite"):
+        DatasetMapper(is_train=False, augmentations=[])(record)
 
 
 @pytest.fixture

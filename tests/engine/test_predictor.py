@@ -11,7 +11,7 @@ from conftest import require_dataset
 from benchmarks.calibration import write_calibrated_detectron2_checkpoint
 from project.checkpoint import DetectionCheckpointer
 from project.config import get_cfg
-from project.data.detection_utils import scale_to_uint8
+from project.data.detection_utils import UINT16_PERCENTILES, scale_to_uint8
 from project.engine import DefaultPredictor
 from project.modeling import build_model
 
@@ -120,20 +120,71 @@ def test_grayscale_and_16bit_images_are_converted(calibrated):
     torch.testing.assert_close(out16.pred_boxes.tensor, out8.pred_boxes.tensor)
 
 
+@pytest.mark.slow
+def test_integer_and_float_copies_of_an_image_give_the_same_detections(calibrated):
+    """Depth contract (see ``convert_image_to_model_format``): a float or wider-integer copy of an
+    8-bit photograph, on the 0-255 or the 0-1 scale, is that photograph, not a contrast-stretched one."""
+    cfg, paths = calibrated
+    predictor = DefaultPredictor(cfg)
+    image = cv2.imread(str(paths[0].parent / "FudanPed00007.png"))
+    # Its darkest levels are rare, so the percentile stretch of 16-bit images would brighten it.
+    assert np.percentile(image, UINT16_PERCENTILES)[0] > 0
+    expected = predictor(image)["instances"]
+    assert len(expected) > 0
+    copies = {
+        "float32": image.astype(np.float32),
+        "float64": image.astype(np.float64),
+        "int64": image.astype(np.int64),
+        "float32 on 0-1": image.astype(np.float32) / np.float32(255),
+        "float64 on 0-1": image / 255.0,
+    }
+    for name, copy in copies.items():
+        out = predictor(copy)["instances"]
+        assert len(out) == len(expected), name
+        for field in ("scores", "pred_classes", "pred_masks"):
+            assert torch.equal(out.get(field), expected.get(field)), (name, field)
+        assert torch.equal(out.pred_boxes.tensor, expected.pred_boxes.tensor), name
+
+
+@pytest.fixture(scope="module")
+def untrained_predictor(small_cfg):
+    return DefaultPredictor(small_cfg)
+
+
+def _with_nan(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float32)
+    image[3, 7, 0] = np.nan
+    return image
+
+
 @pytest.mark.parametrize(
-    "bad, message",
+    "bad, error, message",
     [
-        (np.zeros((32, 32, 2), dtype=np.uint8), "got shape (32, 32, 2)"),
-        (np.zeros((2, 32, 32, 3), dtype=np.uint8), "got shape (2, 32, 32, 3)"),
-        ("image.png", "expected an (H, W, C) numpy array, got str"),
+        (np.zeros((32, 32, 2), dtype=np.uint8), ValueError, "got shape (32, 32, 2)"),
+        (np.zeros((2, 32, 32, 3), dtype=np.uint8), ValueError, "got shape (2, 32, 32, 3)"),
+        ("image.png", TypeError, "expected an (H, W, C) numpy array, got str; read the file first"),
+        (None, TypeError, "got None instead of an image"),
+        (np.zeros((0, 0, 3), dtype=np.uint8), ValueError, "has no pixels (shape (0, 0, 3))"),
+        (_with_nan(np.zeros((32, 32, 3))), ValueError, "1 of 1024 pixels have a NaN or infinite value"),
     ],
 )
-def test_bad_images_are_rejected_with_the_problem_named(small_cfg, bad, message):
-    predictor = DefaultPredictor(small_cfg)
-    with pytest.raises((ValueError, TypeError)) as info:
-        predictor(bad)
+def test_bad_images_are_rejected_with_the_problem_named(untrained_predictor, bad, error, message):
+    with pytest.raises(error) as info:
+        untrained_predictor(bad)
     assert message in str(info.value)
-    assert "image 0" in str(info.value)
+    assert str(info.value).startswith("image 0: ")
+
+
+def test_none_from_cv2_imread_is_explained_and_placed_in_its_batch(untrained_predictor, tmp_path):
+    missing = cv2.imread(str(tmp_path / "no_such_file.png"))
+    assert missing is None
+    with pytest.raises(TypeError) as info:
+        untrained_predictor([np.zeros((32, 32, 3), np.uint8), missing])
+    message = str(info.value)
+    assert message.startswith("image 1: got None instead of an image")
+    assert "cv2.imread returns None" in message and "check the path" in message
+    with pytest.raises(ValueError, match=r"^image 2: 1 of 1024 pixels .* row 3, column 7"):
+        untrained_predictor([np.zeros((32, 32, 3))] * 2 + [_with_nan(np.zeros((32, 32, 3)))])
 
 
 def test_model_rejects_wrong_channel_count_and_dtype(small_cfg):
@@ -146,6 +197,13 @@ def test_model_rejects_wrong_channel_count_and_dtype(small_cfg):
         model([{"image": torch.zeros(3, 64, 64, dtype=torch.int32)}])
     with pytest.raises(ValueError, match="has no 'image' key"):
         model([{"file_name": "a.png"}])
+    with pytest.raises(ValueError, match=r"input 1: 'image' has no pixels \(shape \(3, 0, 10\)\)"):
+        model([{"image": torch.zeros(3, 64, 64)}, {"image": torch.zeros(3, 0, 10)}])
+    image = torch.full((3, 64, 64), 100.0)
+    image[0, 3, 4] = float("nan")
+    image[2, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match=r"input 0: 'image' has 2 NaN or infinite values \(of 12288\)"):
+        model([{"image": image}])
 
 
 def test_model_contract_preprocess_backbone_inference(small_cfg):

@@ -669,3 +669,35 @@ def test_real_cells_need_more_than_100_detections(data_root, tmp_path):
         assert at_100[task]["AP"] < 99
         precision = official_coco_eval(gt_json, results_json, task, [1, 10, 400]).eval["precision"][:, :, :, 0, -1]
         assert abs(at_400[task]["AP"] - 100 * precision[precision > -1].mean()) <= 1e-6
+
+
+def _box_only_ground_truth(tmp_path, name: str) -> None:
+    """Register ``name`` with a COCO ground truth whose annotations have boxes but no 'segmentation'."""
+    register(name)
+    coco = convert_to_coco_dict(name)
+    unregister(name)
+    for ann in coco["annotations"]:
+        ann.pop("segmentation", None)
+    gt_file = tmp_path / "boxes_only.json"
+    gt_file.write_text(json.dumps(coco))
+    register(name, json_file=str(gt_file))
+
+
+@pytest.mark.parametrize("use_fast_impl", [False, True])
+def test_ground_truth_without_masks_gives_box_ap_and_says_why_mask_ap_is_missing(tmp_path, caplog, use_fast_impl):
+    """Masks predicted on a box-only ground truth: box AP, and a warning that counts the
+    annotations without masks, instead of a KeyError inside COCOeval. Asking for segm explicitly
+    is an error that says what to do."""
+    name = f"eval_test_boxes_only_{use_fast_impl}"
+    _box_only_ground_truth(tmp_path, name)
+    try:
+        pairs = build_outputs()
+        with caplog.at_level(logging.WARNING):
+            results = run_evaluator(COCOEvaluator(name, output_dir=str(tmp_path), use_fast_impl=use_fast_impl), pairs)
+        assert list(results) == ["bbox"] and 20 < results["bbox"]["AP"] < 95
+        assert "have no 'segmentation'" in caplog.text and "boxes_only.json" in caplog.text
+        explicit = COCOEvaluator(name, tasks=("bbox", "segm"), output_dir=str(tmp_path), use_fast_impl=use_fast_impl)
+        with pytest.raises(ValueError, match=r"have no 'segmentation'.*tasks=\('bbox',\)"):
+            run_evaluator(explicit, pairs)
+    finally:
+        unregister(name)

@@ -11,7 +11,7 @@ from project.config import get_cfg
 from project.layers import ShapeSpec
 from project.modeling import ROI_MASK_HEAD_REGISTRY, build_model
 from project.modeling.roi_heads import mask_rcnn_inference, mask_rcnn_loss
-from project.structures import BitMasks, Boxes, Instances, PolygonMasks
+from project.structures import BitMasks, Boxes, CroppedBitMasks, Instances, PolygonMasks
 from project.utils.events import EventStorage
 
 
@@ -240,3 +240,35 @@ def test_channels_last_layout_changes_no_loss_gradient_or_detection():
         torch.testing.assert_close(a.scores, e.scores, rtol=1e-8, atol=1e-10)
         assert torch.equal(a.pred_classes, e.pred_classes)
         assert torch.equal(a.pred_masks, e.pred_masks)
+
+
+def test_pred_mask_format_crop_returns_the_same_masks_as_crops():
+    """TEST.PRED_MASK_FORMAT=crop: ``pred_masks`` is a CroppedBitMasks whose dense form is the
+    default's (N, H, W) tensor; the default stays Detectron2's tensor."""
+    torch.manual_seed(0)
+    cfg = get_cfg(
+        [
+            "model=mask_rcnn_R_18_FPN_demo",
+            "MODEL.DEVICE=cpu",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0",
+            "TEST.DETECTIONS_PER_IMAGE=20",
+        ]
+    )
+    model = build_model(cfg).eval()
+    assert model.pred_mask_format == "bitmask"
+    batch = synthetic_batch(2)
+    with torch.no_grad():
+        dense = model(batch)
+        model.pred_mask_format = "crop"
+        cropped = model(batch)
+    for d, c in zip(dense, cropped):
+        d, c = d["instances"], c["instances"]
+        assert isinstance(d.pred_masks, torch.Tensor) and isinstance(c.pred_masks, CroppedBitMasks)
+        assert len(d) == 20 and d.pred_masks.any()
+        assert torch.equal(c.pred_masks.tensor, d.pred_masks)
+        assert torch.equal(c.pred_boxes.tensor, d.pred_boxes.tensor)
+
+
+def test_unknown_pred_mask_format_fails_when_the_model_is_built():
+    with pytest.raises(ValueError, match="TEST.PRED_MASK_FORMAT.*'polygon'"):
+        build_model(small_cfg("TEST.PRED_MASK_FORMAT=polygon"))

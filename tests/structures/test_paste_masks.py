@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from project.structures import paste_masks_in_image
+from project.structures.cropped_masks import paste_masks_as_crops
 
 M = 28
 
@@ -136,3 +137,30 @@ def test_left_half_mask_ends_at_the_box_centre(box):
         assert on[0] == x0
         assert np.array_equal(on, np.arange(x0, on[-1] + 1))  # one contiguous run
         assert abs((on[-1] + 1) - centre) <= 1.0  # right edge of the last pixel on
+
+
+def test_pasting_as_crops_gives_the_full_image_masks_bit_for_bit():
+    """Random boxes, inside, across and outside the image, random probabilities and thresholds."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        n = int(torch.randint(0, 6, (1,), generator=g))
+        height, width = (int(v) for v in torch.randint(1, 70, (2,), generator=g))
+        masks = torch.rand(n, M, M, generator=g)
+        corner = torch.rand(n, 2, generator=g) * torch.tensor([1.4 * width, 1.4 * height]) - torch.tensor(
+            [0.2 * width, 0.2 * height]
+        )
+        size = torch.rand(n, 2, generator=g) * torch.tensor([width, height]) * 0.8 + 0.01
+        boxes = torch.cat([corner, corner + size], dim=1)
+        threshold = float(torch.rand(1, generator=g))
+        dense = paste_masks_in_image(masks, boxes, (height, width), threshold)
+        cropped = paste_masks_as_crops(masks, boxes, (height, width), threshold)
+        assert len(cropped) == n and cropped.image_size == (height, width)
+        assert torch.equal(cropped.tensor, dense)
+
+
+def test_crops_cover_only_the_boxes():
+    boxes = torch.tensor([[10.2, 20.5, 30.0, 25.0], [50, 50, 60, 60.0]])
+    first, outside = paste_masks_as_crops(torch.ones(2, M, M), boxes, (40, 45)).crops
+    # Rows 19..25 and columns 9..30: the box rounded out to whole pixels and one pixel more.
+    assert (first.x0, first.y0, first.mask.shape) == (9, 19, (7, 22))
+    assert outside.mask.size == 0

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...structures import ImageList, Instances
 from ..backbone import build_backbone
-from ..postprocessing import detector_postprocess
+from ..postprocessing import check_pred_mask_format, detector_postprocess
 from ..proposal_generator import build_proposal_generator
 from ..registry import META_ARCH_REGISTRY
 from ..roi_heads import build_roi_heads
@@ -29,7 +29,8 @@ class GeneralizedRCNN(nn.Module):
 
     Returns, in training, a dict of scalar losses; in inference, one ``{"instances": Instances}``
     per image with ``pred_boxes``, ``scores``, ``pred_classes`` and, with masks on,
-    ``pred_masks`` (N, height, width) booleans.
+    ``pred_masks``: (N, height, width) booleans, or with ``pred_mask_format`` "crop"
+    (``TEST.PRED_MASK_FORMAT``) the same masks as a ``CroppedBitMasks``.
     """
 
     def __init__(self, cfg):
@@ -43,6 +44,7 @@ class GeneralizedRCNN(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(list(mean)).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(list(std)).view(-1, 1, 1), persistent=False)
         self.input_format = cfg.INPUT.FORMAT
+        self.pred_mask_format = check_pred_mask_format(cfg.TEST.PRED_MASK_FORMAT)
         self.channels_last = cfg.MODEL.CHANNELS_LAST
         if self.channels_last:  # every 4-D weight: backbone, RPN head and the mask head's convolutions
             self.to(memory_format=torch.channels_last)
@@ -96,32 +98,55 @@ class GeneralizedRCNN(nn.Module):
         proposals, _ = self.proposal_generator(images, features, None)
         return self.roi_heads(images, features, proposals, None)[0]
 
-    def preprocess_image(self, batched_inputs: BatchedInputs) -> ImageList:
-        """Normalise each ``"image"`` and pad the batch to a multiple of the backbone's
-        ``size_divisibility`` (32 for FPN)."""
-        images = []
+    def _checked_image(self, i: int, x: Dict[str, Any]) -> torch.Tensor:
+        """Input ``i``'s ``"image"``, or a ``ValueError`` saying what is wrong with it: a missing key,
+        a shape other than (C, H, W) with pixels, a dtype other than uint8 or float, NaN or infinite
+        values."""
+        if "image" not in x:
+            raise ValueError(f"input {i} has no 'image' key; got keys {sorted(x)}")
+        image = x["image"]
         channels = self.pixel_mean.shape[0]
-        for i, x in enumerate(batched_inputs):
-            if "image" not in x:
-                raise ValueError(f"input {i} has no 'image' key; got keys {sorted(x)}")
-            image = x["image"]
-            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
-                shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
+            shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
+            raise ValueError(
+                f"input {i}: 'image' must be a ({channels}, H, W) tensor in {self.input_format} order, got {shape}"
+            )
+        if image.numel() == 0:
+            raise ValueError(
+                f"input {i}: 'image' has no pixels (shape {tuple(image.shape)}); an empty crop or slice gives this: "
+                "check how the tensor was made"
+            )
+        if not (image.is_floating_point() or image.dtype == torch.uint8):
+            raise ValueError(f"input {i}: 'image' must be uint8 or floating point on 0-255, got {image.dtype}")
+        if image.is_floating_point():  # uint8 images, as the data pipeline gives, need no scan
+            bad = int((~torch.isfinite(image)).sum())
+            if bad:
                 raise ValueError(
-                    f"input {i}: 'image' must be a ({channels}, H, W) tensor in {self.input_format} order, got {shape}"
+                    f"input {i}: 'image' has {bad} NaN or infinite values (of {image.numel()}); the model needs "
+                    "finite values on the 0-255 scale: replace them (e.g. torch.nan_to_num) or build inputs with "
+                    "project.data.detection_utils.convert_image_to_model_format, which rejects them by name"
                 )
-            if not (image.is_floating_point() or image.dtype == torch.uint8):
-                raise ValueError(f"input {i}: 'image' must be uint8 or floating point on 0-255, got {image.dtype}")
-            images.append((image.to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std)
+        return image
+
+    def preprocess_image(self, batched_inputs: BatchedInputs) -> ImageList:
+        """Check and normalise each ``"image"`` (see ``_checked_image``) and pad the batch to a
+        multiple of the backbone's ``size_divisibility`` (32 for FPN)."""
+        images = [
+            (self._checked_image(i, x).to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std
+            for i, x in enumerate(batched_inputs)
+        ]
         return ImageList.from_tensors(images, self.backbone.size_divisibility)
 
-    @staticmethod
     def _postprocess(
-        instances: List[Instances], batched_inputs: BatchedInputs, image_sizes
+        self, instances: List[Instances], batched_inputs: BatchedInputs, image_sizes
     ) -> List[Dict[str, Instances]]:
         # Each image's detections are rescaled to the size its input dict asks for (the
         # original image's), or kept at the size the model saw.
         return [
-            {"instances": detector_postprocess(found, x.get("height", seen[0]), x.get("width", seen[1]))}
+            {
+                "instances": detector_postprocess(
+                    found, x.get("height", seen[0]), x.get("width", seen[1]), mask_format=self.pred_mask_format
+                )
+            }
             for found, x, seen in zip(instances, batched_inputs, image_sizes)
         ]
