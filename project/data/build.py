@@ -16,9 +16,17 @@ from tabulate import tabulate
 
 from project.utils import comm
 
-from .bad_input import bad_annotation_policy
+from .bad_input import BadInputLog, bad_annotation_policy, describe_counts, skipped_when_loaded
 from .catalog import DatasetCatalog, MetadataCatalog
-from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
+from .common import (
+    AspectRatioGroupedDataset,
+    BadInputLoader,
+    CollatedBatches,
+    DatasetFromList,
+    MapDataset,
+    ToIterableDataset,
+    loader_bad_input,
+)
 from .dataset_mapper import build_mapper
 from .datasets import register_datasets_from_config
 from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler
@@ -114,6 +122,11 @@ def _train_sampler(cfg: DictConfig, dataset_dicts: Sequence[Dict[str, Any]], sta
     raise ValueError(f"DATALOADER.SAMPLER_TRAIN must be one of {SAMPLERS}, got {name!r}")
 
 
+def _mapper_bad_input(mapper: Any) -> Optional[BadInputLog]:
+    log = getattr(mapper, "bad_input", None)
+    return log if isinstance(log, BadInputLog) else None
+
+
 def build_detection_train_loader(
     cfg: Optional[DictConfig] = None,
     mapper: Optional[Callable[[Dict[str, Any]], Any]] = None,
@@ -142,6 +155,11 @@ def build_detection_train_loader(
     and without aspect-ratio grouping, or with it when all images fall in one group; grouping
     otherwise holds images back in its buffers, so a run continues close to, not exactly at,
     where it stopped. It needs the sampler built here (``sampler=None``).
+
+    Bad input met while mapping: a ``BadAnnotationError`` the mapper raises (the "error"
+    policy) is raised as itself by the iteration, also when a worker process met it; what it
+    skips it counts in its ``bad_input`` log, which ``loader_bad_input`` finds from the result
+    and ``log_training_bad_input`` reports.
     """
     if sampler is not None and start_batch:
         raise ValueError("build_detection_train_loader: start_batch needs sampler=None; start the given sampler itself")
@@ -175,27 +193,20 @@ def build_detection_train_loader(
         sampler = _train_sampler(cfg, dataset, start) if cfg is not None else TrainingSampler(len(dataset), start=start)
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset)
-    stream = ToIterableDataset(MapDataset(dataset, mapper), sampler)
+    stream = ToIterableDataset(MapDataset(dataset, mapper, pass_errors=True), sampler)
     num_workers = num_workers or 0
+    common = {
+        "num_workers": num_workers,
+        "worker_init_fn": worker_init_reset_seed,
+        "persistent_workers": num_workers > 0,
+        "bad_input": _mapper_bad_input(mapper),
+    }
     if aspect_ratio_grouping:
-        loader = torchdata.DataLoader(
-            stream,
-            batch_size=None,
-            num_workers=num_workers,
-            collate_fn=trivial_batch_collator,
-            worker_init_fn=worker_init_reset_seed,
-            persistent_workers=num_workers > 0,
-        )
+        loader = BadInputLoader(stream, batch_size=None, collate_fn=trivial_batch_collator, **common)
         batches = AspectRatioGroupedDataset(loader, batch_size)
-        return batches if collate_fn is None else map(collate_fn, batches)
-    return torchdata.DataLoader(
-        stream,
-        batch_size=batch_size,
-        drop_last=True,
-        num_workers=num_workers,
-        collate_fn=collate_fn or trivial_batch_collator,
-        worker_init_fn=worker_init_reset_seed,
-        persistent_workers=num_workers > 0,
+        return batches if collate_fn is None else CollatedBatches(batches, collate_fn)
+    return BadInputLoader(
+        stream, batch_size=batch_size, drop_last=True, collate_fn=collate_fn or trivial_batch_collator, **common
     )
 
 
@@ -215,6 +226,9 @@ def build_detection_test_loader(
     From a config: ``build_detection_test_loader(cfg, "coco_2017_val")`` (nothing filtered,
     the inference mapper of ``cfg.INPUT.MAPPER_NAME``). From explicit arguments:
     ``build_detection_test_loader(dataset=dicts, mapper=...)``.
+
+    An image the mapper cannot read raises its ``BadAnnotationError`` from the iteration, also
+    when a worker process met it (``DatasetMapper`` never skips an image in inference).
     """
     if cfg is not None:
         if dataset is None:
@@ -230,10 +244,52 @@ def build_detection_test_loader(
         raise ValueError("build_detection_test_loader needs a cfg and a dataset name, or dataset and mapper")
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset)
-    return torchdata.DataLoader(
-        MapDataset(dataset, mapper),
+    return BadInputLoader(
+        MapDataset(dataset, mapper, pass_errors=True),
         batch_size=batch_size,
         sampler=InferenceSampler(len(dataset)),
         num_workers=num_workers or 0,
         collate_fn=collate_fn or trivial_batch_collator,
+        bad_input=_mapper_bad_input(mapper),
     )
+
+
+def _skipped_when_loaded(dataset_names: Sequence[str]) -> List[str]:
+    return [
+        f"dataset '{name}' when loaded: {describe_counts(skipped_when_loaded(name))}"
+        for name in dataset_names
+        if skipped_when_loaded(name)
+    ]
+
+
+def log_training_bad_input(dataset_names: Sequence[str], loader: Iterable) -> None:
+    """Log, at the end of training, the bad input that training left out: per dataset of
+    ``dataset_names``, the items skipped when it was last loaded, and the images that
+    ``loader``'s mapper skipped at run time (unreadable since loading, ...), summed over the
+    processes. Every process must call it (it gathers the counts); the main one logs."""
+    log = loader_bad_input(loader)
+    gathered = comm.gather_to_main_process(log.counts if log is not None else Counter())
+    if gathered is None:
+        return
+    at_run_time = sum(gathered, Counter())
+    parts = _skipped_when_loaded(dataset_names)
+    if at_run_time:
+        parts.append(f"skipped when read during training (each draw counts): {describe_counts(at_run_time)}")
+    if not parts:
+        logger.info("Training left out no bad input")
+        return
+    logger.warning("Training left out bad input (ON_BAD_ANNOTATION='skip'): %s", "; ".join(parts))
+
+
+def log_evaluation_bad_input(dataset_name: str) -> None:
+    """Log, next to the results of an evaluation on ``dataset_name``, the items skipped as bad
+    input when that dataset was last loaded (evaluation itself skips no image: it stops)."""
+    parts = _skipped_when_loaded([dataset_name])
+    if parts:
+        logger.warning(
+            "Evaluation on '%s' left out bad input, on which the model was not run (ON_BAD_ANNOTATION='skip'): %s",
+            dataset_name,
+            "; ".join(parts),
+        )
+    else:
+        logger.info("Evaluation on '%s' left out no bad input", dataset_name)

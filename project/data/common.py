@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 import torch.utils.data as data
 
+from .bad_input import BadAnnotationError, BadInputLog
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,19 +44,33 @@ class DatasetFromList(data.Dataset):
 
 class MapDataset(data.Dataset):
     """``map_func`` applied to each item of a map-style dataset. When it returns None (an item
-    it skips, e.g. an unreadable image), another random index is tried instead."""
+    it skips, e.g. an unreadable image), another random index is tried instead.
 
-    def __init__(self, dataset: data.Dataset, map_func: Callable[[Any], Optional[Any]]):
+    With ``pass_errors``, a ``BadAnnotationError`` that ``map_func`` raises is returned as the
+    item instead: a data loader worker then hands it over as data, and the loaders of
+    ``project.data.build`` raise it in the process that iterates them (raised in the worker,
+    it would reach that process as a RuntimeError wrapping the worker's traceback)."""
+
+    def __init__(self, dataset: data.Dataset, map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
         self._dataset = dataset
         self._map_func = map_func
+        self._pass_errors = pass_errors
         self._rng = random.Random(42)
 
     def __len__(self) -> int:
         return len(self._dataset)
 
+    def _map(self, item: Any) -> Any:
+        try:
+            return self._map_func(item)
+        except BadAnnotationError as error:
+            if self._pass_errors:
+                return error
+            raise
+
     def __getitem__(self, index: int) -> Any:
         for attempt in range(1, 101):
-            result = self._map_func(self._dataset[index])
+            result = self._map(self._dataset[index])
             if result is not None:
                 return result
             if attempt == 3:
@@ -97,3 +113,56 @@ class AspectRatioGroupedDataset(data.IterableDataset):
             if len(bucket) == self.batch_size:
                 yield bucket[:]
                 bucket.clear()
+
+
+class _ErrorPassingCollate:
+    """``collate`` applied to a batch (or, with ``batch_size=None``, to one item), unless a
+    ``BadAnnotationError`` is among the items: that error is then the batch."""
+
+    def __init__(self, collate: Callable[[Any], Any]):
+        self.collate = collate
+
+    def __call__(self, batch: Any) -> Any:
+        items = batch if isinstance(batch, list) else [batch]
+        error = next((item for item in items if isinstance(item, BadAnnotationError)), None)
+        return error if error is not None else self.collate(batch)
+
+
+class BadInputLoader(data.DataLoader):
+    """The ``DataLoader`` of ``project.data.build``'s loaders. Over a ``MapDataset(pass_errors=True)``
+    (or a stream of one) it raises the ``BadAnnotationError`` that the mapper met in the process
+    iterating it, also when a worker process met it; ``bad_input`` is the mapper's log (None
+    when it has none)."""
+
+    def __init__(
+        self, dataset: Any, *, collate_fn: Callable[[Any], Any], bad_input: Optional[BadInputLog], **kwargs: Any
+    ):
+        super().__init__(dataset, collate_fn=_ErrorPassingCollate(collate_fn), **kwargs)
+        self.bad_input = bad_input
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in super().__iter__():
+            if isinstance(batch, BadAnnotationError):
+                raise batch
+            yield batch
+
+
+class CollatedBatches:
+    """``collate_fn`` applied to every batch of ``dataset``, an iterable of batches (unlike
+    ``map``, it can be iterated again)."""
+
+    def __init__(self, dataset: Iterable[Any], collate_fn: Callable[[Any], Any]):
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.collate_fn, self.dataset)
+
+
+def loader_bad_input(loader: Iterable) -> Optional[BadInputLog]:
+    """The ``bad_input`` log of the ``BadInputLoader`` that ``loader`` is or wraps (through
+    ``dataset`` attributes, as the loaders of ``project.data.build`` do); None for other
+    iterables."""
+    while loader is not None and not isinstance(loader, BadInputLoader):
+        loader = getattr(loader, "dataset", None)
+    return loader.bad_input if loader is not None else None

@@ -12,8 +12,11 @@ Examples::
 
 Image paths in the output are relative to the output file's directory, so register the result
 with ``register_coco_instances(name, {}, "<out>.json", "<directory of out.json>")``. Category
-ids are 1..K in class order (for ``coco``, the input's ids are kept). Bad input is skipped and
-reported, or stops the conversion with ``--on-bad-annotation error``.
+ids are 1..K in class order (for ``coco``, the input's ids are kept). Every image's header is
+read (not its pixels), so a missing, empty or non-image file is caught here. Bad input is
+skipped and counted (the last line gives the count), or stops the conversion with
+``--on-bad-annotation error``. Wrong arguments, unreadable input files and failed writes end
+with a one-paragraph message and exit status 1; so does an input from which no image is left.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
 
-from .bad_input import ON_BAD_ANNOTATION_CHOICES, BadAnnotationError
+from .bad_input import ON_BAD_ANNOTATION_CHOICES, BadAnnotationError, describe_counts, skipped_when_loaded
 from .catalog import MetadataCatalog
 from .datasets import (
     dataset_dicts_to_coco,
@@ -44,11 +47,26 @@ _REQUIRED = {
     "via": ("json_file", "image_root"),
     "coco": ("json_file", "image_root"),
 }
+# Arguments naming a folder, which must exist; the loaders check the files themselves.
+_FOLDERS = ("root", "image_root", "label_root", "json_dir")
+_PROG = "python -m project.data.convert"
+
+
+class ConversionError(Exception):
+    """The conversion cannot go on; the message says why and what to do."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Reports a wrong command line in one paragraph with exit status 1 (argparse's own way
+    prints the whole usage and exits with 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{_PROG}: error: {message}. Run {_PROG} --help for the options.\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m project.data.convert",
+    p = _ArgumentParser(
+        prog=_PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -97,28 +115,72 @@ def _load(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return load_coco_json(args.json_file, args.image_root, **common)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = _parser()
-    args = parser.parse_args(argv)
+def _check_classes(args: argparse.Namespace) -> None:
+    single_class = args.format == "mask_folder" or (args.format == "instance_id_png" and args.id_encoding == "instance")
+    if single_class and args.classes and len(args.classes) != 1:
+        raise ConversionError(
+            f"--format {args.format} has a single class; give one name to --classes, not {args.classes}"
+        )
+    if args.format == "instance_id_png" and args.id_encoding == "cityscapes" and args.classes:
+        raise ConversionError("--id-encoding cityscapes takes its classes from the Cityscapes ids; leave out --classes")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    for key in _FOLDERS:
+        folder = getattr(args, key)
+        if folder is not None and not os.path.isdir(folder):
+            raise ConversionError(f"--{key.replace('_', '-')} {folder}: no such folder")
+    if os.path.isdir(args.out):
+        raise ConversionError(f"--out {args.out} is a folder; give the path of the JSON file to write")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConversionError(f"--out {args.out}: {parent} is a file, not a folder; choose another output path")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Raise ``ConversionError`` for arguments the chosen format cannot use, folders that do not
+    exist and an output path that cannot be a file."""
     missing = [f"--{k.replace('_', '-')}" for k in _REQUIRED[args.format] if getattr(args, k) is None]
     if missing:
-        parser.error(f"--format {args.format} needs {' and '.join(missing)}")
+        raise ConversionError(f"--format {args.format} needs {' and '.join(missing)}")
+    _check_classes(args)
+    _check_paths(args)
+
+
+def _convert(args: argparse.Namespace) -> str:
+    """Load, convert and write; returns the summary line."""
     MetadataCatalog.pop(_source(args), None)
-    try:
-        dataset_dicts = _load(args)
-    except (BadAnnotationError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    dataset_dicts = _load(args)
+    skipped = skipped_when_loaded(_source(args))
+    if not dataset_dicts:
+        raise ConversionError(
+            f"no image of {_source(args)} could be converted"
+            + (f" (skipped as bad input: {describe_counts(skipped)}; see the warnings above)" if skipped else "")
+            + "; check the paths and the format"
+        )
     meta = MetadataCatalog.get(_source(args))
     to_dataset_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     out_dir = os.path.dirname(os.path.abspath(args.out))
     coco = dataset_dicts_to_coco(dataset_dicts, meta.thing_classes, to_dataset_id, file_name_root=out_dir)
     save_coco_json(coco, args.out)
-    print(
+    return (
         f"wrote {args.out}: {len(coco['images'])} images, {len(coco['annotations'])} annotations, "
-        f"classes {meta.thing_classes}"
+        f"classes {meta.thing_classes}; skipped as bad input: {describe_counts(skipped) if skipped else 'nothing'}"
     )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the converter; returns the exit status (0, or 1 after printing the error)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        _check_arguments(args)
+        print(_convert(args))
+    except (ConversionError, BadAnnotationError, OSError) as e:  # OSError: FileWriteError, a missing file, ...
+        print(f"{_PROG}: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -49,8 +49,10 @@ class DatasetMapper:
     override the config's values.
 
     A missing, unreadable or wrongly sized image is bad input: in training with the "skip"
-    policy the mapper logs it, counts it and returns None (the data loader then takes another
-    image); otherwise it raises, naming the file. Inference never skips an image.
+    policy the mapper logs it, counts it in ``bad_input`` (its copies in data loader workers
+    count into the same table) and returns None (the data loader then takes another image);
+    otherwise it raises, naming the file. Inference never skips an image: an AP without it
+    would not be the test set's, so the error says to restore the file and evaluate again.
     """
 
     def __init__(
@@ -87,10 +89,11 @@ class DatasetMapper:
             raise ValueError(
                 f"instance_mask_format must be one of {utils.MASK_FORMATS}, got {self.instance_mask_format!r}"
             )
-        self._bad_input = BadInputLog("DatasetMapper", current_policy(settings.get("on_bad_annotation")), logger)
+        mode = "training" if is_train else "inference"
+        policy = current_policy(settings.get("on_bad_annotation"))
+        self._bad_input = BadInputLog(f"DatasetMapper ({mode})", policy, logger, shared=True)
         self.num_images = 0
         self.num_empty_instances_dropped = 0
-        mode = "training" if is_train else "inference"
         logger.info("DatasetMapper for %s, augmentations: %s", mode, self.augmentations.augmentations)
 
     @staticmethod
@@ -109,10 +112,22 @@ class DatasetMapper:
             "on_bad_annotation": cfg.DATALOADER.ON_BAD_ANNOTATION,
         }
 
+    @property
+    def bad_input(self) -> BadInputLog:
+        """The skipped items, counted over every process that runs a copy of this mapper."""
+        return self._bad_input
+
     def _skip(self, error: BadAnnotationError) -> None:
         """Report bad input: raises in inference and with the "error" policy."""
         if not self.is_train:
-            raise error
+            raise BadAnnotationError(
+                error.file,
+                error.item,
+                f"{error.reason}. Evaluation stops, as an AP without this image would not be the test "
+                "set's: restore the file (or remove the image from the dataset) and evaluate again "
+                "(eval_only=true MODEL.WEIGHTS=<checkpoint>)",
+                error.kind,
+            )
         self._bad_input.report(error)
 
     def _instances(self, dataset_dict: Dict[str, Any], transforms: T.TransformList, input_size, image_size):

@@ -321,12 +321,6 @@ def test_converter_round_trips_mask_folders(data_root, tmp_path, name):
             assert np.array_equal(decoded(x["segmentation"]), decoded(y["segmentation"]))
 
 
-def test_converter_reports_bad_arguments(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        convert_main(["--format", "via", "--out", str(tmp_path / "x.json")])
-    assert "--json-file and --image-root" in capsys.readouterr().err
-
-
 def test_builtin_datasets_are_registered_without_reading_files(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "nothing_here"))
     for dataset in (

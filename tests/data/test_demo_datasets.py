@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -117,6 +118,9 @@ def test_demo_splits_register_lazily_and_load(tmp_path, monkeypatch, splits, cla
         assert MetadataCatalog.get(names[0]).thing_classes == classes
         assert all(isinstance(a["segmentation"], mask_type) for d in train for a in d["annotations"])
         assert {d["file_name"] for d in train}.isdisjoint({d["file_name"] for d in val})
+        # The loader's checks keep every annotation the generator wrote (objects cut by the border too).
+        written = json.loads(Path(val_json).read_text())["annotations"]
+        assert sum(len(d["annotations"]) for d in val) == len(written)
     finally:
         for name in names:
             DatasetCatalog.pop(name, None)

@@ -3,11 +3,12 @@ as COCO JSON."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -15,11 +16,20 @@ import pycocotools.mask as mask_util
 from project.structures import BoxMode
 
 from ...structures.rle import compress, encode_mask
-from ..bad_input import KIND_INVALID, KIND_MISSING_IMAGE, BadAnnotationError, BadInputLog
+from ...utils.file_io import atomic_write
+from ..bad_input import (
+    KIND_CORRUPT_IMAGE,
+    KIND_IMAGE_SIZE,
+    KIND_INVALID,
+    KIND_MISSING_IMAGE,
+    BadAnnotationError,
+    BadInputLog,
+)
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .checks import (
     check_box_xywh,
-    check_image_file,
+    check_image_header,
+    check_mask_box,
     check_polygon,
     check_rle,
     load_json,
@@ -30,6 +40,11 @@ from .records import image_record
 logger = logging.getLogger(__name__)
 
 _ANNOTATION_KEYS = ("iscrowd", "bbox", "keypoints", "category_id")
+
+
+def _usable_id(value: Any) -> bool:
+    """Whether ``value`` can be an image or category id: a number or a string."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
 def _check_categories(categories: Any, json_file: str) -> List[Dict[str, Any]]:
@@ -58,7 +73,7 @@ def _warn_about_categories(categories: List[Dict[str, Any]], annotations: List[A
             len(ids),
             len(ids) - 1,
         )
-    used = {a.get("category_id") for a in annotations if isinstance(a, dict)}
+    used = {a.get("category_id") for a in annotations if isinstance(a, dict) and _usable_id(a.get("category_id"))}
     unused = [c for c in categories if c["id"] not in used]
     if unused:
         names = ", ".join(f"id {c['id']} '{c['name']}'" for c in unused)
@@ -78,6 +93,20 @@ def _image_record(image: Any, index: int, image_root: str, json_file: str) -> Di
     if missing:
         raise BadAnnotationError(
             json_file, f"image #{index} (id {image.get('id')})", f"image entry lacks {missing}", KIND_INVALID
+        )
+    if not _usable_id(image["id"]):
+        raise BadAnnotationError(
+            json_file,
+            f"image #{index}",
+            f"image 'id' must be a number or a string, got {image['id']!r}",
+            KIND_INVALID,
+        )
+    if not isinstance(image["file_name"], str) or not image["file_name"]:
+        raise BadAnnotationError(
+            json_file,
+            f"image id {image['id']}",
+            f"'file_name' must be a file name, got {image['file_name']!r}",
+            KIND_INVALID,
         )
     height, width = image["height"], image["width"]
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
@@ -126,10 +155,12 @@ def _annotation_record(
     item = f"annotation id {ann.get('id', f'#{index}')}" if isinstance(ann, dict) else f"annotation #{index}"
     if not isinstance(ann, dict):
         raise BadAnnotationError(json_file, item, "an annotation must be an object", KIND_INVALID)
-    if ann.get("category_id") not in category_map:
+    if not _usable_id(ann.get("category_id")) or ann["category_id"] not in category_map:
         raise BadAnnotationError(
             json_file, item, f"category_id {ann.get('category_id')!r} is not among the categories", KIND_INVALID
         )
+    if ann.get("iscrowd", 0) not in (0, 1):
+        raise BadAnnotationError(json_file, item, f"iscrowd must be 0 or 1, got {ann['iscrowd']!r}", KIND_INVALID)
     record = {k: ann[k] for k in (*_ANNOTATION_KEYS, *extra_keys) if k in ann}
     record["iscrowd"] = int(ann.get("iscrowd", 0))
     record["bbox"] = check_box_xywh(ann.get("bbox"), image_size, json_file, item)
@@ -138,6 +169,7 @@ def _annotation_record(
     if "segmentation" in ann:
         segm = _segmentation(ann["segmentation"], image_size, json_file, item, log)
         if segm is not None:
+            check_mask_box(segm, record["bbox"], image_size, json_file, item)
             record["segmentation"] = segm
     return record
 
@@ -155,9 +187,10 @@ def load_coco_json(
     Category ids of any value (0 included) become contiguous class indices in id order; with
     ``dataset_name`` the classes and that mapping go into its metadata. Segmentations are
     polygons (kept as lists) or RLE (returned compressed, str counts). Images missing from
-    ``image_root``, and bad annotations, are reported and skipped or raise, depending on
-    ``on_bad_annotation`` (see ``project.data.bad_input``). A file that is not valid JSON, or
-    lacks images/annotations/categories, always raises.
+    ``image_root``, unreadable (their header is read, not their pixels) or of another size than
+    their entry says, and bad annotations (a mask far from its bbox among them), are reported
+    and skipped or raise, depending on ``on_bad_annotation`` (see ``project.data.bad_input``).
+    A file that is not valid JSON, or lacks images/annotations/categories, always raises.
     """
     data = load_json(json_file)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations")):
@@ -170,7 +203,7 @@ def load_coco_json(
     if dataset_name is not None:
         set_thing_classes(dataset_name, [c["name"] for c in categories], [c["id"] for c in categories])
 
-    log = BadInputLog(f"dataset '{dataset_name or json_file}'", on_bad_annotation, logger)
+    log = BadInputLog.for_dataset(dataset_name, json_file, on_bad_annotation, logger)
     records: Dict[Any, Dict[str, Any]] = {}
     for index, image in enumerate(data["images"]):
         try:
@@ -184,10 +217,11 @@ def load_coco_json(
             continue
         records[record["image_id"]] = record
 
-    listed_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict)}
+    listed_image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict) and _usable_id(im.get("id"))}
     annotations_of = defaultdict(list)
     for index, ann in enumerate(data["annotations"]):
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        image_id = image_id if _usable_id(image_id) else None
         if image_id not in records:
             if image_id not in listed_image_ids:
                 log.report(
@@ -208,7 +242,7 @@ def load_coco_json(
         image_size = (record["height"], record["width"])
         anns = annotations_of.get(image_id, [])
         try:
-            check_image_file(record["file_name"], f"image id {image_id} ({len(anns)} annotations)")
+            check_image_header(record["file_name"], f"image id {image_id} ({len(anns)} annotations)", image_size)
         except BadAnnotationError as e:
             log.report(e)
             continue
@@ -221,11 +255,13 @@ def load_coco_json(
                 log.report(e)
         dataset_dicts.append(record)
     log.summarize()
-    num_missing = log.counts.get(KIND_MISSING_IMAGE, 0)
+    counts = log.counts
     logger.info(
-        "Loaded %d images (%d missing on disk, dropped) with %d annotations from %s",
+        "Loaded %d images (dropped: %d missing on disk, %d unreadable or of another size than listed) "
+        "with %d annotations from %s",
         len(dataset_dicts),
-        num_missing,
+        counts[KIND_MISSING_IMAGE],
+        counts[KIND_CORRUPT_IMAGE] + counts[KIND_IMAGE_SIZE],
         sum(len(d["annotations"]) for d in dataset_dicts),
         json_file,
     )
@@ -313,14 +349,17 @@ def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:
     return dataset_dicts_to_coco(dataset_dicts, meta.thing_classes, reverse)
 
 
-def save_coco_json(coco_dict: Mapping[str, Any], output_file: str) -> None:
-    """Write a COCO dict atomically (to a temporary file renamed into place)."""
-    directory = os.path.dirname(os.path.abspath(output_file))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{output_file}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(coco_dict, f)
-    os.replace(tmp, output_file)
+def _dump_json(obj: Any, binary_file: BinaryIO) -> None:
+    text = io.TextIOWrapper(binary_file, encoding="utf-8")
+    json.dump(obj, text)
+    text.flush()
+    text.detach()  # the caller owns (and closes) the binary file
+
+
+def save_coco_json(coco_dict: Any, output_file: str) -> None:
+    """Write a COCO dict (or results list) as JSON, atomically: a failed write raises
+    ``FileWriteError`` naming ``output_file`` and leaves what was there before."""
+    atomic_write(output_file, lambda f: _dump_json(coco_dict, f))
 
 
 def convert_to_coco_json(dataset_name: str, output_file: str, allow_cached: bool = True) -> None:

@@ -101,7 +101,7 @@ def load_instance_id_png(
     if dataset_name is not None:
         set_thing_classes(dataset_name, [thing_classes[i] for i in ordered_ids], ordered_ids)
 
-    log = BadInputLog(f"dataset '{dataset_name or image_root}'", on_bad_annotation, logger)
+    log = BadInputLog.for_dataset(dataset_name, image_root, on_bad_annotation, logger)
     dataset_dicts = []
     for relative in _image_files(image_root, image_suffix):
         image_file = os.path.join(image_root, relative)

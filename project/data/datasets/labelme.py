@@ -25,9 +25,12 @@ from ..catalog import DatasetCatalog
 from .checks import (
     check_box_xywh,
     check_image_file,
+    check_image_header,
+    check_points,
     check_polygon,
     load_json,
-    points_box_xywh,
+    read_image_size,
+    segmentation_box_xywh,
 )
 from .metadata import register_metadata, set_thing_classes
 from .records import image_record, instance_record, log_loaded
@@ -45,11 +48,9 @@ def default_embedded_image_dir() -> str:
 
 def _shape_polygon(shape: Mapping[str, Any], file: str, item: str) -> List[float]:
     shape_type = shape.get("shape_type") or "polygon"
-    points = shape.get("points")
-    if not isinstance(points, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
-        raise BadAnnotationError(file, item, "'points' must be a list of [x, y] pairs", KIND_INVALID)
+    points = check_points(shape.get("points"), file, item)
     if shape_type == "polygon":
-        return check_polygon([float(v) for p in points for v in p], file, item)
+        return check_polygon([v for p in points for v in p], file, item)
     if shape_type in ("rectangle", "circle"):
         if len(points) != 2:
             raise BadAnnotationError(file, item, f"a {shape_type} needs 2 points, got {len(points)}", KIND_INVALID)
@@ -86,6 +87,10 @@ def _embedded_image(data: Mapping[str, Any], json_file: str, directory: str) -> 
 
 def _image_file(data: Mapping[str, Any], json_file: str, image_root: Optional[str], embedded_dir: str) -> str:
     image_path = data.get("imagePath") or ""
+    if not isinstance(image_path, str):
+        raise BadAnnotationError(
+            json_file, "imagePath", f"'imagePath' must be a file name, got {image_path!r}", KIND_INVALID
+        )
     if image_root is not None:
         path = os.path.join(image_root, os.path.basename(image_path))
     else:
@@ -99,16 +104,14 @@ def _image_file(data: Mapping[str, Any], json_file: str, image_root: Optional[st
 
 
 def _image_size(data: Mapping[str, Any], image_file: str, json_file: str) -> Tuple[int, int]:
+    """(height, width) from the image file's header, which must agree with the file's
+    ``imageHeight`` and ``imageWidth`` when it gives them."""
+    item = f"image of {os.path.basename(json_file)}"
     height, width = data.get("imageHeight"), data.get("imageWidth")
     if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
+        check_image_header(image_file, item, (height, width))
         return height, width
-    try:
-        with Image.open(image_file) as im:
-            return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError) as e:
-        raise BadAnnotationError(
-            image_file, f"image of {os.path.basename(json_file)}", f"cannot read the image ({e})", KIND_CORRUPT_IMAGE
-        ) from None
+    return read_image_size(image_file, item)
 
 
 def _instances(shapes: Sequence[Any], json_file: str, log: BadInputLog) -> List[Tuple[str, List[List[float]]]]:
@@ -130,6 +133,13 @@ def _instances(shapes: Sequence[Any], json_file: str, log: BadInputLog) -> List[
             log.report(e)
             continue
         group = shape.get("group_id")
+        if group is not None and not isinstance(group, (int, str)):
+            log.report(
+                BadAnnotationError(
+                    json_file, item, f"'group_id' must be an integer or null, got {group!r}", KIND_INVALID
+                )
+            )
+            continue
         key = (label, group) if group is not None else ("shape", k)
         grouped.setdefault(key, (label, []))[1].append(polygon)
     if ignored:
@@ -153,12 +163,13 @@ def load_labelme_json(
     is written once under ``embedded_image_dir`` (default
     ``$DETECTRON2_DATASETS/generated/labelme_embedded``) and used. Classes are
     ``thing_classes`` when given (other labels are reported), else all labels found, sorted.
-    A malformed file is reported as a whole; bad shapes one by one.
+    A malformed file, or an image whose header does not read or gives another size than
+    ``imageHeight`` and ``imageWidth``, is reported as a whole; bad shapes one by one.
     """
     if not os.path.isdir(json_dir):
         raise FileNotFoundError(f"LabelMe directory {json_dir} does not exist")
     embedded_dir = embedded_image_dir or default_embedded_image_dir()
-    log = BadInputLog(f"dataset '{dataset_name or json_dir}'", on_bad_annotation, logger)
+    log = BadInputLog.for_dataset(dataset_name, json_dir, on_bad_annotation, logger)
     parsed = []
     for name in sorted(f for f in os.listdir(json_dir) if f.endswith(".json")):
         json_file = os.path.join(json_dir, name)
@@ -187,8 +198,7 @@ def load_labelme_json(
                     raise BadAnnotationError(
                         json_file, item, f"label '{label}' is not in thing_classes {classes}", KIND_INVALID
                     )
-                points = [(p[i], p[i + 1]) for p in polygons for i in range(0, len(p), 2)]
-                bbox = check_box_xywh(points_box_xywh(points), image_size, json_file, item)
+                bbox = check_box_xywh(segmentation_box_xywh(polygons), image_size, json_file, item)
             except BadAnnotationError as e:
                 log.report(e)
                 continue

@@ -61,7 +61,7 @@ def load_mask_folder_instances(
         raise FileNotFoundError(f"mask-folder dataset root {root} does not exist")
     if dataset_name is not None:
         set_thing_classes(dataset_name, thing_classes or ["object"], [1])
-    log = BadInputLog(f"dataset '{dataset_name or root}'", on_bad_annotation, logger)
+    log = BadInputLog.for_dataset(dataset_name, root, on_bad_annotation, logger)
     dataset_dicts = []
     for sample_id in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
         folder = os.path.join(root, sample_id)

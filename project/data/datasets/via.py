@@ -9,6 +9,7 @@ ellipse) and ``region_attributes``, one of which may name the class.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -18,8 +19,8 @@ from .checks import (
     check_box_xywh,
     check_polygon,
     load_json,
-    points_box_xywh,
     read_image_size,
+    segmentation_box_xywh,
 )
 from .metadata import register_metadata, set_thing_classes
 from .records import image_record, instance_record, log_loaded
@@ -30,10 +31,13 @@ logger = logging.getLogger(__name__)
 DEFAULT_CLASS_NAME = "object"
 
 
-def _number(attributes: Mapping[str, Any], key: str, file: str, item: str) -> float:
-    value = attributes.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise BadAnnotationError(file, item, f"shape attribute '{key}' must be a number, got {value!r}", KIND_INVALID)
+def _number(attributes: Mapping[str, Any], key: str, file: str, item: str, default: Optional[float] = None) -> float:
+    """The finite number ``attributes[key]``; ``default`` when the key is absent and a default is given."""
+    value = attributes.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise BadAnnotationError(
+            file, item, f"shape attribute '{key}' must be a finite number, got {value!r}", KIND_INVALID
+        )
     return float(value)
 
 
@@ -58,7 +62,7 @@ def _region_polygon(shape: Any, file: str, item: str) -> List[float]:
             ellipse_polygon(_number(shape, "cx", file, item), _number(shape, "cy", file, item), r, r), file, item
         )
     if name == "ellipse":
-        theta = float(shape.get("theta", 0.0))
+        theta = _number(shape, "theta", file, item, default=0.0)
         return check_polygon(
             ellipse_polygon(
                 _number(shape, "cx", file, item),
@@ -89,6 +93,22 @@ def _region_class(attributes: Any, class_attribute: Optional[str], file: str, it
     return value
 
 
+def _regions(entry: Mapping[str, Any], filename: str, json_file: str, log: BadInputLog) -> List[Any]:
+    """An image entry's regions as a list (VIA 1.x keeps them in an object keyed "0", "1", ...);
+    a value of another type is reported, and the image has no region."""
+    regions = entry.get("regions") or []
+    if isinstance(regions, dict):
+        return list(regions.values())
+    if isinstance(regions, list):
+        return regions
+    log.report(
+        BadAnnotationError(
+            json_file, f"image '{filename}'", f"'regions' must be a list or an object, got {regions!r}", KIND_INVALID
+        )
+    )
+    return []
+
+
 def _image_entries(data: Any, json_file: str) -> List[Any]:
     if isinstance(data, dict) and "_via_img_metadata" in data:
         data = data["_via_img_metadata"]
@@ -114,7 +134,7 @@ def load_via_json(
     when given, else all names found, sorted. Image sizes are read from the image headers.
     """
     data = load_json(json_file)
-    log = BadInputLog(f"dataset '{dataset_name or json_file}'", on_bad_annotation, logger)
+    log = BadInputLog.for_dataset(dataset_name, json_file, on_bad_annotation, logger)
     parsed: List[Tuple[str, Tuple[int, int], List[Tuple[str, List[float], str]]]] = []
     for index, entry in enumerate(_image_entries(data, json_file)):
         filename = entry.get("filename") if isinstance(entry, dict) else None
@@ -128,11 +148,8 @@ def load_via_json(
         except BadAnnotationError as e:
             log.report(e)
             continue
-        regions = entry.get("regions") or []
-        if isinstance(regions, dict):
-            regions = list(regions.values())
         instances = []
-        for k, region in enumerate(regions):
+        for k, region in enumerate(_regions(entry, filename, json_file, log)):
             item = f"image '{filename}', region #{k}"
             try:
                 if not isinstance(region, dict):
@@ -162,8 +179,7 @@ def load_via_json(
                     raise BadAnnotationError(
                         json_file, item, f"class '{name}' is not in thing_classes {classes}", KIND_INVALID
                     )
-                points = list(zip(polygon[0::2], polygon[1::2]))
-                bbox = check_box_xywh(points_box_xywh(points), image_size, json_file, item)
+                bbox = check_box_xywh(segmentation_box_xywh([polygon]), image_size, json_file, item)
             except BadAnnotationError as e:
                 log.report(e)
                 continue
