@@ -11,7 +11,9 @@
 Every option is a config key (``SOLVER.BASE_LR=0.01``); the resolved config is saved as
 ``OUTPUT_DIR/config.yaml`` next to the checkpoints, ``metrics.jsonl``, TensorBoard events and
 ``log.txt``. Bad input (an unregistered dataset, a missing weights file, a config that does not
-resolve, a checkpoint that cannot be written) ends the run with a message and exit status 1.
+resolve, a test set with classes the training set lacks, a read-only ``OUTPUT_DIR``, a
+checkpoint that cannot be written, weights that diverged to NaN) ends the run with a message
+and exit status 1.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ from project.checkpoint import (
     CheckpointDownloadError,
     CheckpointFormatError,
     CheckpointMismatchError,
-    CheckpointSaveError,
     DetectionCheckpointer,
+    NonFiniteWeightsError,
     UnsafeCheckpointError,
 )
 from project.config import finalize
 from project.config.overrides import UnknownConfigKeyError, check_overrides
-from project.data import DatasetCatalog, register_datasets_from_config
+from project.data import BadAnnotationError, DatasetCatalog, register_datasets_from_config
+from project.data.class_alignment import ClassSetMismatchError
 from project.engine import DefaultTrainer, default_setup, launch
+from project.utils.file_io import FileWriteError, ensure_writable_directory
 
 logger = logging.getLogger("project.train_net")
 
@@ -49,11 +53,15 @@ ARGUMENT_ALIASES = {"--eval-only": "eval_only=true"}
 INPUT_ERRORS = (
     OmegaConfBaseException,
     FileNotFoundError,
+    FileWriteError,  # CheckpointSaveError included: a full disk, a read-only OUTPUT_DIR
+    BadAnnotationError,  # raised under DATALOADER.ON_BAD_ANNOTATION=error
+    ClassSetMismatchError,
     CheckpointDownloadError,
     CheckpointFormatError,
     CheckpointMismatchError,
-    CheckpointSaveError,
+    NonFiniteWeightsError,
     UnsafeCheckpointError,
+    FloatingPointError,  # the loss diverged
 )
 
 
@@ -62,12 +70,19 @@ class InputError(ValueError):
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Fail before any work if a config value is left unset (``???``), a dataset of
-    ``DATASETS.TRAIN`` / ``TEST`` is not registered or ``MODEL.WEIGHTS`` names a local file
-    that does not exist."""
+    """Fail before any work if a config value is left unset (``???``), ``OUTPUT_DIR`` cannot
+    be written to, a dataset of ``DATASETS.TRAIN`` / ``TEST`` is not registered or
+    ``MODEL.WEIGHTS`` names a local file that does not exist."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise InputError(f"config values left unset (???): {', '.join(missing)}")
+    try:
+        ensure_writable_directory(cfg.OUTPUT_DIR)
+    except FileWriteError as error:
+        raise InputError(
+            f"OUTPUT_DIR={cfg.OUTPUT_DIR}: {error}; the run writes its checkpoints, logs and config there. "
+            "Choose a writable folder with OUTPUT_DIR=/path/to/folder."
+        ) from error
     try:
         register_datasets_from_config(cfg)
     except (ValueError, TypeError) as error:  # a DATASETS.REGISTER entry that does not fit

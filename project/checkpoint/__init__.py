@@ -9,6 +9,7 @@ from .errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointSaveError,
+    NonFiniteWeightsError,
     UnsafeCheckpointError,
 )
 from .load_report import LoadReport
@@ -27,6 +28,7 @@ __all__ = [
     "CheckpointSaveError",
     "DetectionCheckpointer",
     "LoadReport",
+    "NonFiniteWeightsError",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
     "align_and_update_state_dicts",

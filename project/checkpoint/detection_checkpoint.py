@@ -15,7 +15,9 @@ It is fvcore's ``Checkpointer`` (the class Detectron2 builds on) plus:
 * ``detectron2://`` paths and URLs (see :mod:`.file_io`);
 * clear errors naming the file for missing, corrupt, unsafe or wrong-architecture checkpoints,
   and a grouped table of loaded / mismatched / missing / skipped keys after each load;
-* atomic saves.
+* weights with NaN or infinite values (a diverged run) are neither saved nor loaded;
+* atomic saves, and resuming from the newest complete checkpoint when ``last_checkpoint`` is
+  unusable.
 
 Loading traps (the file cannot tell the model how it expects its input; set the config):
 
@@ -44,7 +46,15 @@ from torch import nn
 from ..utils.file_io import FileWriteError, PathManager, atomic_write
 from .c2_model_loading import convert_c2_weights
 from .download import get_local_checkpoint_path
-from .errors import CheckpointFormatError, CheckpointMismatchError, CheckpointSaveError, UnsafeCheckpointError
+from .errors import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointSaveError,
+    NonFiniteWeightsError,
+    UnsafeCheckpointError,
+)
+from .finite_weights import describe_non_finite, non_finite_keys
+from .last_checkpoint import LAST_CHECKPOINT, checkpoint_named_in_record, newest_complete_checkpoint
 from .load_report import LoadReport, Shape
 from .safe_unpickle import load_pickle
 from .state_dict_alignment import align_and_update_state_dicts
@@ -227,7 +237,8 @@ class DetectionCheckpointer(Checkpointer):
         """Replace numpy arrays in ``state_dict`` by tensors of the same dtype, in place.
 
         Raises:
-            CheckpointFormatError: a value is neither a numpy array nor a tensor.
+            CheckpointFormatError: a value is neither a numpy array nor a tensor, or is an
+                array of a dtype torch has no tensors of (e.g. ``object``).
         """
         for key, value in list(state_dict.items()):
             if isinstance(value, torch.Tensor):
@@ -237,8 +248,14 @@ class DetectionCheckpointer(Checkpointer):
                     f"{self._source}: weight {key!r} is a {type(value).__name__}; expected a "
                     "numpy array or a torch tensor"
                 )
-            # Arrays unpickled from immutable buffers are read-only; torch needs writable memory.
-            state_dict[key] = torch.from_numpy(value if value.flags.writeable else value.copy())
+            try:
+                # Arrays unpickled from immutable buffers are read-only; torch needs writable memory.
+                state_dict[key] = torch.from_numpy(value if value.flags.writeable else value.copy())
+            except TypeError:  # a dtype torch has no tensors of (object, str, ...)
+                raise CheckpointFormatError(
+                    f"{self._source}: weight {key!r} is a numpy array of dtype {value.dtype}, which "
+                    "cannot become a tensor; expected numeric arrays (float32 for weights)"
+                ) from None
 
     def _load_model(self, checkpoint: Dict[str, Any]) -> _IncompatibleKeys:
         state_dict = checkpoint["model"]
@@ -247,6 +264,7 @@ class DetectionCheckpointer(Checkpointer):
             state_dict = align_and_update_state_dicts(model_state_dict, state_dict, source=self._source)
             checkpoint["model"] = state_dict
         self._check_architecture(state_dict, model_state_dict)
+        self._check_finite(state_dict, model_state_dict)
         incompatible = super()._load_model(checkpoint)
         mismatched = {key for key, _, _ in incompatible.incorrect_shapes}
         not_loaded = set(incompatible.missing_keys)
@@ -285,6 +303,26 @@ class DetectionCheckpointer(Checkpointer):
                 f"{self._source}: {len(backbone_mismatches)} backbone tensors have other shapes "
                 "than in the model, so the checkpoint is for a different backbone (depth, width, "
                 f"groups or norm): {_describe_shape_mismatches(backbone_mismatches)}"
+            )
+
+    def _check_finite(
+        self, state_dict: Mapping[str, torch.Tensor], model_state_dict: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Refuse, before anything is loaded, NaN or infinite values in the tensors that would be
+        loaded (tensors skipped for their name or shape do not matter)."""
+        loaded = [
+            key
+            for key in state_dict
+            if key in model_state_dict and state_dict[key].shape == model_state_dict[key].shape
+        ]
+        bad = non_finite_keys(state_dict, loaded)
+        if bad:
+            raise NonFiniteWeightsError(
+                f"{self._source}: {len(bad)} of its tensors hold NaN or infinite values: "
+                f"{describe_non_finite(state_dict, bad)}. A model with such weights gives every "
+                "detection a NaN score, so it predicts nothing, and training from it diverges at "
+                "once; nothing was loaded. The run that wrote this file had probably diverged: "
+                "load one of its earlier checkpoints instead."
             )
 
     def _log_incompatible_keys(self, incompatible: _IncompatibleKeys) -> None:
@@ -329,6 +367,8 @@ class DetectionCheckpointer(Checkpointer):
         ``save_dir`` or with ``save_to_disk=False``.
 
         Raises:
+            NonFiniteWeightsError: a model tensor holds NaN or infinite values (training has
+                diverged); nothing is written.
             CheckpointSaveError: writing failed (e.g. the disk is full).
         """
         if not self.save_dir or not self.save_to_disk:
@@ -336,10 +376,12 @@ class DetectionCheckpointer(Checkpointer):
         basename = f"{name}.pth"
         if os.path.basename(basename) != basename:
             raise ValueError(f"checkpoint name {name!r} must not contain a directory")
-        data = {"model": self.model.state_dict()}
+        save_file = os.path.join(self.save_dir, basename)
+        model_state = self.model.state_dict()
+        self._refuse_non_finite(model_state, save_file)
+        data = {"model": model_state}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
-        save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)
         try:
             atomic_write(save_file, lambda f: torch.save(data, f))
@@ -347,9 +389,50 @@ class DetectionCheckpointer(Checkpointer):
         except FileWriteError as error:
             raise CheckpointSaveError(str(error)) from error
 
+    @staticmethod
+    def _refuse_non_finite(model_state: Mapping[str, torch.Tensor], save_file: str) -> None:
+        bad = non_finite_keys(model_state, list(model_state))
+        if bad:
+            raise NonFiniteWeightsError(
+                f"Refusing to save {save_file}: training has diverged, {len(bad)} model tensors hold "
+                f"NaN or infinite values: {describe_non_finite(model_state, bad)}. Such a checkpoint "
+                "would predict nothing. Earlier checkpoints, and last_checkpoint, are left as they "
+                "were. Try a lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS or "
+                "SOLVER.CLIP_GRADIENTS.ENABLED=true."
+            )
+
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically record ``last_filename_basename`` in ``<save_dir>/last_checkpoint``."""
         atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"),
+            os.path.join(self.save_dir, LAST_CHECKPOINT),
             lambda f: f.write(last_filename_basename.encode()),
         )
+
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint to resume from: the one ``<save_dir>/last_checkpoint`` names, or ""
+        without that record. When the record is unusable (not UTF-8, empty, or naming no file),
+        the newest complete ``model_*.pth`` of ``save_dir`` is used instead, with a warning.
+
+        Raises:
+            CheckpointFormatError: the record is unusable and there is no checkpoint to fall back on.
+        """
+        if not self.has_checkpoint():
+            return ""
+        path, problem = checkpoint_named_in_record(self.save_dir)
+        if path is not None:
+            return path
+        fallback = newest_complete_checkpoint(self.save_dir)
+        if fallback is None:
+            raise CheckpointFormatError(
+                f"{problem}, and {self.save_dir} holds no complete model_*.pth checkpoint to resume "
+                f"from instead. Write the name of a checkpoint file of {self.save_dir} into "
+                f"{LAST_CHECKPOINT}, or delete it or run with resume=false to start from iteration 0."
+            )
+        self.logger.warning(
+            "%s; resuming from %s instead, the newest complete checkpoint in that folder (write "
+            "another checkpoint's name into %s to choose it)",
+            problem,
+            fallback,
+            LAST_CHECKPOINT,
+        )
+        return fallback

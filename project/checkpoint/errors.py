@@ -32,6 +32,10 @@ class CheckpointMismatchError(CheckpointError, ValueError):
     """A checkpoint cannot belong to the model it is being loaded into (wrong architecture)."""
 
 
+class NonFiniteWeightsError(CheckpointError, ValueError):
+    """Model weights hold NaN or infinite values: a diverged model, which is neither saved nor loaded."""
+
+
 class CheckpointDownloadError(CheckpointError, OSError):
     """A remote checkpoint (``https://``, ``detectron2://``) could not be downloaded."""
 

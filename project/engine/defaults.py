@@ -15,13 +15,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
 from ..data import build_detection_test_loader, build_detection_train_loader, build_mapper
+from ..data.build import log_evaluation_bad_input, log_training_bad_input
+from ..data.class_alignment import with_aligned_datasets
 from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset, print_csv_format
 from ..modeling import build_model
 from ..solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.ddp import unwrap_model
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
-from ..utils.file_io import atomic_write
+from ..utils.file_io import atomic_write, ensure_writable_directory, remove_stale_temporaries
 from . import hooks
 from .logger import setup_logger
 from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state, seed_all_rng
@@ -39,18 +41,35 @@ def save_config(cfg: DictConfig, path: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def _remove_interrupted_writes(output_dir: str) -> None:
+    removed = remove_stale_temporaries(output_dir)
+    if removed:
+        logger.warning(
+            "Removed %d temporary file(s) that a killed process left while writing to %s: %s",
+            len(removed),
+            output_dir,
+            ", ".join(os.path.basename(path) for path in removed),
+        )
+
+
 def default_setup(cfg: DictConfig) -> None:
-    """Prepare this process for a run: create ``OUTPUT_DIR``, log to the console (main
-    process) and ``OUTPUT_DIR/log.txt``, save the config as ``OUTPUT_DIR/config.yaml`` (main
+    """Prepare this process for a run: create ``OUTPUT_DIR`` (checking that it is writable),
+    log to the console (main process) and ``OUTPUT_DIR/log.txt``, remove the temporary files
+    of writes a killed run left there and save the config as ``OUTPUT_DIR/config.yaml`` (main
     process), seed every generator with ``SEED + rank`` (a random seed when ``SEED < 0``) and
-    set ``DETERMINISTIC`` / ``CUDNN_BENCHMARK``."""
+    set ``DETERMINISTIC`` / ``CUDNN_BENCHMARK``.
+
+    Raises:
+        FileWriteError: ``OUTPUT_DIR`` cannot be created or written to.
+    """
     rank = comm.get_rank()
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    ensure_writable_directory(cfg.OUTPUT_DIR)
     setup_logger(cfg.OUTPUT_DIR, rank)
     logger.info(
         "Process %d of %d, torch %s, device %s", rank, comm.get_world_size(), torch.__version__, cfg.MODEL.DEVICE
     )
     if comm.is_main_process():
+        _remove_interrupted_writes(cfg.OUTPUT_DIR)
         path = os.path.join(cfg.OUTPUT_DIR, CONFIG_FILE_NAME)
         save_config(cfg, path)
         logger.info("Resolved config saved to %s", path)
@@ -104,6 +123,11 @@ class DefaultTrainer(TrainerBase):
     ``SOLVER.BEST_CHECKPOINT_METRIC``, the validation loss (``TEST.VAL_LOSS``), and writers
     (``metrics.jsonl``, TensorBoard events, console) every ``LOG_PERIOD`` iterations.
 
+    Before anything is built, the classes of every dataset are compared with those of
+    ``DATASETS.TRAIN[0]`` by name: datasets with the same classes in another order (or some of
+    them) are read through views numbered like it, and a class it lacks stops the run
+    (``ClassSetMismatchError``, see ``project.data.class_alignment``).
+
     Usage::
 
         trainer = DefaultTrainer(cfg)
@@ -114,6 +138,7 @@ class DefaultTrainer(TrainerBase):
     def __init__(self, cfg: DictConfig):
         super().__init__()
         _check_periods(cfg)
+        with_aligned_datasets(cfg)  # a class-set mismatch stops the run here; the loaders read the aligned views
         self.cfg = cfg
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -212,6 +237,7 @@ class DefaultTrainer(TrainerBase):
         with preserve_rng_state():
             self._trainer.data_loader = self.build_train_loader(self.cfg, start_iter=self.start_iter)
         super().train(self.start_iter, self.max_iter)
+        log_training_bad_input(list(self.cfg.DATASETS.TRAIN), self._trainer.data_loader)
         return self._last_eval_results
 
     def run_step(self) -> None:
@@ -245,7 +271,7 @@ class DefaultTrainer(TrainerBase):
                 f"times the number of processes ({world_size})"
             )
         return build_detection_train_loader(
-            cfg, total_batch_size=total // accumulation, start_batch=start_iter * accumulation
+            with_aligned_datasets(cfg), total_batch_size=total // accumulation, start_batch=start_iter * accumulation
         )
 
     @classmethod
@@ -255,7 +281,8 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_validation_loader(cls, cfg: DictConfig):
         """``DATASETS.TEST`` with ground truth, mapped as for training (for ``TEST.VAL_LOSS``)."""
-        return build_detection_test_loader(cfg, list(cfg.DATASETS.TEST), mapper=build_mapper(cfg, True))
+        aligned = with_aligned_datasets(cfg)
+        return build_detection_test_loader(aligned, list(aligned.DATASETS.TEST), mapper=build_mapper(cfg, True))
 
     @classmethod
     def build_evaluator(
@@ -272,22 +299,33 @@ class DefaultTrainer(TrainerBase):
     ) -> Mapping[str, Any]:
         """Evaluate ``model`` on every dataset of ``DATASETS.TEST``.
 
+        A dataset whose classes are those of ``DATASETS.TRAIN[0]`` in another order (or some
+        of them) is evaluated through its view numbered like the training set (see
+        ``project.data.class_alignment``); ``evaluators`` given for such a dataset must be built
+        for that view's name. Results and outputs keep the dataset's own name.
+
         Returns ``{dataset: {task: {metric: value}}}``, or ``{task: {metric: value}}`` for a
         single dataset; ``{}`` on processes other than the main one.
+
+        Raises:
+            ClassSetMismatchError: a dataset has a class that ``DATASETS.TRAIN[0]`` lacks.
         """
         names = list(cfg.DATASETS.TEST)
         if evaluators is not None and len(evaluators) != len(names):
             raise ValueError(f"{len(evaluators)} evaluators given for {len(names)} datasets in DATASETS.TEST")
+        views = list(with_aligned_datasets(cfg).DATASETS.TEST)
         results: OrderedDict[str, Any] = OrderedDict()
-        for index, name in enumerate(names):
-            # The loader first: loading a dataset completes its metadata, which evaluators read.
-            data_loader = cls.build_test_loader(cfg, name)
-            evaluator = evaluators[index] if evaluators is not None else cls.build_evaluator(cfg, name)
+        for index, (name, view) in enumerate(zip(names, views)):
+            data_loader = cls.build_test_loader(cfg, view)
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            evaluator = evaluators[index] if evaluators is not None else cls.build_evaluator(cfg, view, output_folder)
             dataset_results = inference_on_dataset(unwrap_model(model), data_loader, evaluator)
             results[name] = dataset_results
             if comm.is_main_process() and dataset_results:
                 logger.info("Evaluation results for %s in csv format:", name)
                 print_csv_format(dataset_results)
+            if comm.is_main_process():
+                log_evaluation_bad_input(name)
         if len(results) == 1:
             return next(iter(results.values()))
         return results

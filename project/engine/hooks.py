@@ -17,6 +17,7 @@ from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicChec
 from fvcore.nn.precise_bn import get_bn_modules, update_bn_stats
 from torch import nn
 
+from ..checkpoint import CheckpointFormatError
 from ..utils import comm
 from ..utils.ddp import unwrap_model
 from ..utils.events import EventStorage, EventWriter
@@ -233,9 +234,17 @@ class BestCheckpointer(HookBase):
         self._best = value
         self._save(iteration, value)
 
+    def _resumable_checkpoint(self) -> Optional[str]:
+        """What ``last_checkpoint`` lets a run resume from now; None when nothing (no record, or
+        an unusable one with no checkpoint to fall back on)."""
+        try:
+            return self._checkpointer.get_checkpoint_file() or None
+        except CheckpointFormatError:
+            return None
+
     def _save(self, iteration: int, value: float) -> None:
         checkpointer = self._checkpointer
-        previous = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+        previous = self._resumable_checkpoint()
         checkpointer.save(self._file_prefix, iteration=iteration, best_metric={self._metric: value})
         if previous:
             checkpointer.tag_last_checkpoint(os.path.basename(previous))

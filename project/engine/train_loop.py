@@ -72,7 +72,9 @@ class TrainerBase:
 
     def train(self, start_iter: int, max_iter: int) -> None:
         """Run iterations ``start_iter, ..., max_iter - 1``. ``after_train`` hooks run even
-        when an iteration raises; the exception is logged and re-raised."""
+        when an iteration raises; the exception is logged (where it happened, and its message)
+        and re-raised for the caller to report (``train_net.py`` prints a user error's message
+        alone, anything else with its traceback)."""
         logger.info("Starting training from iteration %d", start_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
@@ -80,8 +82,8 @@ class TrainerBase:
             try:
                 self.before_train()
                 self._run_iterations()
-            except Exception:
-                logger.exception("Training stopped by an error in iteration %d", self.iter)
+            except Exception as error:
+                logger.error("Training stopped in iteration %d by %s: %s", self.iter, type(error).__name__, error)
                 raise
             finally:
                 self.after_train()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import tempfile
 import uuid
 from typing import Any, BinaryIO, Callable, List
 
@@ -50,6 +52,16 @@ PathManager.register_handler(HTTPURLHandler())
 PathManager.register_handler(Detectron2Handler())
 
 
+# The hidden temporary file atomic_write writes next to its target: .<target name>.<pid>.<uuid>.tmp
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp")
+
+
+def _temporary_path(path: str) -> str:
+    """A unique hidden name next to ``path`` (``os.replace`` is atomic only within a filesystem)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file next to ``path``, then atomically move it to ``path``.
 
@@ -62,9 +74,11 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
         Any other exception raised by ``write``, after the same clean-up.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # A unique hidden name in the same directory: os.replace is atomic only within a filesystem.
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:  # e.g. a file where a parent folder should be
+        raise FileWriteError(f"Could not write {path}: cannot create its folder {directory} ({error})") from error
+    temporary = _temporary_path(path)
     try:
         with open(temporary, "xb") as f:
             write(f)
@@ -103,3 +117,48 @@ def _fsync_directory(directory: str) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def _process_is_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 only checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
+
+
+def remove_stale_temporaries(directory: str) -> List[str]:
+    """Delete the temporary files that :func:`atomic_write` left in ``directory`` when its
+    process was killed mid-write: those whose writing process no longer runs on this machine.
+    Returns their paths; other files, and temporaries of running processes, are left alone."""
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        match = _TEMPORARY_NAME.fullmatch(name)
+        if match is None or _process_is_running(int(match["pid"])):
+            continue
+        path = os.path.join(directory, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def ensure_writable_directory(directory: str) -> None:
+    """Create ``directory`` if needed and check that files can be created in it (by creating
+    and deleting an unnamed temporary file).
+
+    Raises:
+        FileWriteError: the directory cannot be created or written to (read-only filesystem,
+            missing permission, a file in the way, ...).
+    """
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise FileWriteError(
+            f"cannot create files in {directory} ({type(error).__name__}: {error.strerror})"
+        ) from error

@@ -27,6 +27,7 @@ from project.checkpoint import (
     CheckpointMismatchError,
     CheckpointSaveError,
     DetectionCheckpointer,
+    NonFiniteWeightsError,
     UnsafeCheckpointError,
     align_and_update_state_dicts,
     get_local_checkpoint_path,
@@ -670,3 +671,129 @@ def test_failed_save_leaves_no_partial_file_and_keeps_previous_checkpoint(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
     assert (tmp_path / "model_0000001.pth").read_bytes() == good_bytes
     assert checkpointer.get_checkpoint_file() == os.path.join(str(tmp_path), "model_0000001.pth")
+
+
+def test_pkl_with_an_object_array_names_the_weight_and_its_dtype(tmp_path):
+    path = write_pickle(
+        tmp_path / "objects.pkl",
+        {"model": {"backbone.fpn_lateral2.bias": np.array([1, "a"], dtype=object)}, "__author__": "x"},
+    )
+    with pytest.raises(CheckpointFormatError) as raised:
+        DetectionCheckpointer(tiny_mask_rcnn()).load(path)
+    message = str(raised.value)
+    assert path in message and "'backbone.fpn_lateral2.bias'" in message and "object" in message
+
+
+# --------------------------------------------------------------------------- non-finite weights
+
+NAN_KEY = "roi_heads.box_head.fc1.weight"
+INF_KEY = "backbone.bottom_up.stem.conv1.norm.running_var"
+
+
+def _poison(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        model.state_dict()[NAN_KEY][0, 0] = float("nan")
+        model.state_dict()[INF_KEY][1] = float("inf")
+    return model
+
+
+def test_saving_non_finite_weights_is_refused_naming_the_tensors(tmp_path):
+    model = randomized(tiny_mask_rcnn())
+    checkpointer = DetectionCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000001")
+    _poison(model)
+
+    with pytest.raises(NonFiniteWeightsError) as raised:
+        checkpointer.save("model_final")
+
+    message = str(raised.value)
+    assert NAN_KEY in message and INF_KEY in message and "SOLVER.BASE_LR" in message and "\n" not in message
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert checkpointer.get_checkpoint_file() == os.path.join(str(tmp_path), "model_0000001.pth")
+
+
+def test_loading_non_finite_weights_is_refused_and_loads_nothing(tmp_path):
+    path = str(tmp_path / "diverged.pth")
+    torch.save({"model": _poison(randomized(tiny_mask_rcnn())).state_dict()}, path)
+    target = tiny_mask_rcnn()
+    before = snapshot(target)
+
+    with pytest.raises(NonFiniteWeightsError) as raised:
+        DetectionCheckpointer(target).load(path)
+
+    message = str(raised.value)
+    assert path in message and NAN_KEY in message and INF_KEY in message and "\n" not in message
+    assert_tensors_equal(target, before, before)
+
+
+def test_non_finite_values_in_tensors_that_are_not_loaded_do_not_matter(tmp_path):
+    source = randomized(tiny_mask_rcnn(num_classes=80))
+    with torch.no_grad():
+        source.state_dict()["roi_heads.box_predictor.cls_score.weight"].fill_(float("nan"))  # other class count
+    path = str(tmp_path / "coco.pth")
+    torch.save({"model": {**source.state_dict(), "unused.weight": torch.full((2,), float("inf"))}}, path)
+    target = tiny_mask_rcnn(num_classes=1)
+
+    DetectionCheckpointer(target).load(path)
+
+    assert_tensors_equal(target, source.state_dict(), [NAN_KEY])
+    assert all(torch.isfinite(value).all() for value in target.state_dict().values())
+
+
+# --------------------------------------------------------------------------- last_checkpoint
+
+
+def _periodic_checkpoints(directory, iterations) -> Dict[int, Dict[str, torch.Tensor]]:
+    """Save one checkpoint per iteration, each a second newer than the previous one."""
+    states = {}
+    for age, iteration in enumerate(iterations):
+        model = randomized(tiny_mask_rcnn(), seed=iteration)
+        DetectionCheckpointer(model, str(directory)).save(f"model_{iteration:07d}", iteration=iteration)
+        path = directory / f"model_{iteration:07d}.pth"
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+        states[iteration] = snapshot(model)
+    return states
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "empty"),
+        (b"\n", "empty"),
+        (b"\xff\xfemodel_0000004.pth", "UTF-8"),
+        (b"model_0000999.pth", "'model_0000999.pth'"),
+        (b"inference", "'inference'"),
+    ],
+)
+def test_unusable_last_checkpoint_falls_back_to_the_newest_complete_checkpoint(tmp_path, caplog, content, problem):
+    states = _periodic_checkpoints(tmp_path, [1, 4, 2])  # model_0000002.pth is the newest file
+    (tmp_path / "model_0000007.pth").write_bytes((tmp_path / "model_0000004.pth").read_bytes()[:2000])  # killed copy
+    os.utime(tmp_path / "model_0000007.pth", (2_000_000, 2_000_000))
+    (tmp_path / "inference").mkdir()
+    (tmp_path / "last_checkpoint").write_bytes(content)
+    target = tiny_mask_rcnn()
+
+    # Attached to the package's logger: a run's setup_logger stops project records from propagating.
+    package_logger = logging.getLogger("project.checkpoint")
+    package_logger.addHandler(caplog.handler)
+    try:
+        extra = DetectionCheckpointer(target, str(tmp_path)).resume_or_load("", resume=True)
+    finally:
+        package_logger.removeHandler(caplog.handler)
+
+    assert extra["iteration"] == 2
+    assert_tensors_equal(target, states[2], states[2])
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(tmp_path / "last_checkpoint") in warning and problem in warning and "model_0000002.pth" in warning
+
+
+def test_unusable_last_checkpoint_without_a_complete_checkpoint_says_what_to_do(tmp_path):
+    (tmp_path / "model_0000003.pth").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "last_checkpoint").write_bytes(b"\xff\xfe")
+
+    with pytest.raises(CheckpointFormatError) as raised:
+        DetectionCheckpointer(tiny_mask_rcnn(), str(tmp_path)).resume_or_load("", resume=True)
+
+    message = str(raised.value)
+    assert str(tmp_path / "last_checkpoint") in message and "UTF-8" in message and "resume=false" in message
+    assert "\n" not in message

@@ -6,8 +6,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import random
+import subprocess
+import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -15,7 +19,10 @@ import torch
 from torch import nn
 from training_fixtures import tiny_overrides, write_tiny_coco
 
+from project.checkpoint import DetectionCheckpointer
 from project.config import get_cfg, load_cfg
+from project.data import get_detection_dataset_dicts, register_coco_instances, register_labelme_instances
+from project.data.class_alignment import ClassSetMismatchError, with_aligned_datasets
 from project.engine import (
     CommonMetricPrinter,
     DefaultTrainer,
@@ -26,7 +33,8 @@ from project.engine import (
     capture_rng_state,
     default_setup,
 )
-from project.engine.hooks import PreciseBN, ValidationLoss
+from project.engine.hooks import BestCheckpointer, PreciseBN, ValidationLoss
+from project.structures import Boxes, Instances
 
 
 class Regression(nn.Module):
@@ -316,3 +324,189 @@ def test_precise_bn_runs_before_the_final_checkpoint(tmp_path):
     again.trainer = trainer
     again.update_stats()
     assert all(torch.allclose(model.state_dict()[k], v, rtol=1e-4, atol=1e-6) for k, v in stats.items())
+
+
+# --------------------------------------------------------------------------- class sets of the datasets
+
+CLASSES = ("a", "b")
+
+
+def _two_class_annotations(root):
+    """Images of the tiny generator whose disks are classes "a" and "b" in turn: per image file
+    name, a list of (class name, flat polygon, XYWH box of the polygon's points)."""
+    json_file, image_root = write_tiny_coco(root, num_images=4, seed=11)
+    data = json.loads(open(json_file).read())
+    names = {image["id"]: image["file_name"] for image in data["images"]}
+    instances = {name: [] for name in names.values()}
+    for index, annotation in enumerate(data["annotations"]):
+        polygon = annotation["segmentation"][0]
+        xs, ys = polygon[0::2], polygon[1::2]
+        box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+        instances[names[annotation["image_id"]]].append((CLASSES[index % 2], polygon, box))
+    return image_root, instances
+
+
+def _write_coco(path, instances, category_names):
+    """A COCO file of ``instances`` whose category ids 1, 2, ... follow ``category_names``."""
+    ids = {name: i + 1 for i, name in enumerate(category_names)}
+    images, annotations = [], []
+    for image_id, (file_name, objects) in enumerate(sorted(instances.items()), start=1):
+        images.append({"id": image_id, "file_name": file_name, "height": 96, "width": 96})
+        for name, polygon, box in objects:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": ids[name],
+                    "iscrowd": 0,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "segmentation": [polygon],
+                }
+            )
+    categories = [{"id": i, "name": name} for name, i in ids.items()]
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return str(path)
+
+
+def _write_labelme(directory, instances, keep):
+    """One LabelMe file per image with the instances of the classes in ``keep``."""
+    directory.mkdir()
+    for file_name, objects in instances.items():
+        shapes = [
+            {"label": name, "points": [list(p) for p in zip(polygon[0::2], polygon[1::2])], "shape_type": "polygon"}
+            for name, polygon, _ in objects
+            if name in keep
+        ]
+        record = {"shapes": shapes, "imagePath": file_name, "imageHeight": 96, "imageWidth": 96}
+        (directory / f"{file_name}.json").write_text(json.dumps(record))
+    return str(directory)
+
+
+class FixedPredictions(nn.Module):
+    """Answers each image with the detections listed for its file name: (class name, XYWH box,
+    score) rows; the class index is the name's position in ``classes`` (the training order)."""
+
+    def __init__(self, detections, classes):
+        super().__init__()
+        self._detections = detections
+        self._classes = list(classes)
+
+    def forward(self, inputs):
+        outputs = []
+        for item in inputs:
+            rows = self._detections[os.path.basename(item["file_name"])]
+            boxes = torch.tensor([[x, y, x + w, y + h] for _, (x, y, w, h), _ in rows], dtype=torch.float32)
+            instances = Instances((item["height"], item["width"]))
+            instances.pred_boxes = Boxes(boxes.reshape(-1, 4))
+            instances.scores = torch.tensor([score for _, _, score in rows], dtype=torch.float32)
+            instances.pred_classes = torch.tensor([self._classes.index(name) for name, _, _ in rows], dtype=torch.int64)
+            outputs.append({"instances": instances})
+        return outputs
+
+
+def _imperfect_detections(instances, seed=0):
+    """Shifted boxes, some with the other class, and random scores, so that AP-a and AP-b
+    are neither 0 nor 100 and differ from each other."""
+    rng = np.random.default_rng(seed)
+    detections = {}
+    for file_name, objects in instances.items():
+        rows = []
+        for name, _, (x, y, w, h) in objects:
+            shift = float(rng.uniform(0, 0.4)) * w
+            predicted = name if rng.random() < 0.7 else CLASSES[1 - CLASSES.index(name)]
+            rows.append((predicted, (x + shift, y, w, h), float(rng.uniform(0.1, 1.0))))
+        detections[file_name] = rows
+    return detections
+
+
+@pytest.fixture(scope="module")
+def class_sets(tmp_path_factory):
+    """Datasets of the same images: 'classes_ab' (categories a, b), 'classes_ba' (b, a),
+    'classes_b_labelme' (LabelMe, only the b instances, so its classes are derived as [b]),
+    'classes_abc' (a, b and c); and detections of a model trained on classes_ab."""
+    root = tmp_path_factory.mktemp("class_sets")
+    image_root, instances = _two_class_annotations(root / "images")
+    register_coco_instances("classes_ab", {}, _write_coco(root / "ab.json", instances, ["a", "b"]), image_root)
+    register_coco_instances("classes_ba", {}, _write_coco(root / "ba.json", instances, ["b", "a"]), image_root)
+    register_coco_instances("classes_abc", {}, _write_coco(root / "abc.json", instances, ["a", "b", "c"]), image_root)
+    register_labelme_instances("classes_b_labelme", {}, _write_labelme(root / "labelme", instances, {"b"}), image_root)
+    return root, image_root, _imperfect_detections(instances)
+
+
+def _class_set_cfg(root, train, test, extra=()):
+    files = ("", "")  # registered already: tiny_overrides' entries for them are skipped
+    return get_cfg(
+        tiny_overrides((train[0], *files), [(name, *files) for name in test], str(root / "out"))
+        + ["MODEL.ROI_HEADS.NUM_CLASSES=2", f"DATASETS.TRAIN=[{', '.join(train)}]", *extra]
+    )
+
+
+def test_test_set_with_classes_in_another_order_is_scored_by_name(class_sets, tmp_path):
+    root, _, detections = class_sets
+    cfg = _class_set_cfg(tmp_path, ["classes_ab"], ["classes_ab", "classes_ba", "classes_b_labelme"])
+
+    results = DefaultTrainer.test(cfg, FixedPredictions(detections, CLASSES))
+
+    ordered, reordered, subset = (results[name]["bbox"] for name in cfg.DATASETS.TEST)
+    assert 0 < ordered["AP-a"] < 100 and 0 < ordered["AP-b"] < 100 and ordered["AP-a"] != ordered["AP-b"]
+    np.testing.assert_equal(reordered, ordered)  # every metric, NaN where both are NaN
+    assert subset["AP-b"] == ordered["AP-b"] and subset["AP"] == ordered["AP-b"] and math.isnan(subset["AP-a"])
+    assert (tmp_path / "out" / "inference" / "classes_ba" / "coco_instances_results.json").is_file()
+
+
+def test_second_training_set_with_classes_in_another_order_is_mapped_by_name(class_sets, tmp_path):
+    cfg = _class_set_cfg(tmp_path, ["classes_ab", "classes_ba"], [])
+
+    aligned = with_aligned_datasets(cfg)
+
+    dicts = get_detection_dataset_dicts(list(aligned.DATASETS.TRAIN), filter_empty=False)
+    first, second = dicts[: len(dicts) // 2], dicts[len(dicts) // 2 :]
+    assert [[a["category_id"] for a in d["annotations"]] for d in first] == [
+        [a["category_id"] for a in d["annotations"]] for d in second
+    ]
+    assert list(cfg.DATASETS.TRAIN) == ["classes_ab", "classes_ba"]  # the run's config is left as it was
+
+
+@pytest.mark.parametrize(
+    "train, test, role",
+    [(["classes_ab"], ["classes_abc"], "DATASETS.TEST"), (["classes_ab", "classes_abc"], [], "DATASETS.TRAIN")],
+)
+def test_dataset_with_a_class_the_training_set_lacks_stops_before_any_work(
+    class_sets, tmp_path, monkeypatch, train, test, role
+):
+    cfg = _class_set_cfg(tmp_path, train, test)
+    monkeypatch.setattr(DefaultTrainer, "build_model", classmethod(lambda cls, cfg: pytest.fail("model built")))
+
+    with pytest.raises(ClassSetMismatchError) as raised:
+        DefaultTrainer(cfg)
+
+    message = str(raised.value)
+    assert role in message and "'classes_abc'" in message and "'classes_ab'" in message
+    assert "['a', 'b', 'c']" in message and "['a', 'b']" in message and "'c'" in message and "\n" not in message
+
+
+def test_setup_removes_the_temporaries_of_killed_saves(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    stale = out / f".model_0000004.pth.{dead_pid}.{uuid.uuid4().hex}.tmp"
+    in_progress = out / f".last_checkpoint.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # this process is alive
+    unrelated = out / ".notes.tmp"
+    for path in (stale, in_progress, unrelated):
+        path.write_bytes(b"partial")
+
+    default_setup(get_cfg(["MODEL.DEVICE=cpu", f"OUTPUT_DIR={out}"]))
+
+    assert not stale.exists() and in_progress.exists() and unrelated.exists()
+    assert stale.name in (out / "log.txt").read_text()
+
+
+def test_best_checkpoint_is_saved_past_an_unusable_last_checkpoint(tmp_path):
+    (tmp_path / "last_checkpoint").write_bytes(b"\xff\xfe")  # left by an earlier run, no checkpoint beside it
+    hook = BestCheckpointer(DetectionCheckpointer(Regression(), str(tmp_path)), "segm/AP")
+
+    hook._save(iteration=3, value=12.5)
+
+    assert sorted(os.listdir(tmp_path)) == ["model_best.pth"]  # the unusable record is gone
