@@ -1,14 +1,17 @@
 """Configuration: the typed schema and its composition from the Hydra tree in ``configs/``."""
 
 from .compose import config_dir, default_cfg, finalize, get_cfg, load_cfg, resolve_device
+from .configurable import configurable, is_config
 from .defaults import ProjectConfig
 
 __all__ = [
     "ProjectConfig",
     "config_dir",
+    "configurable",
     "default_cfg",
     "finalize",
     "get_cfg",
+    "is_config",
     "load_cfg",
     "resolve_device",
 ]
