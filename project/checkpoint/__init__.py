@@ -1,6 +1,6 @@
 """Saving and loading model weights in Detectron2's formats (see ``DetectionCheckpointer``)."""
 
-from .c2_model_loading import convert_c2_name, convert_c2_weights
+from .c2_model_loading import align_and_update_state_dicts, convert_c2_name, convert_c2_weights
 from .detection_checkpoint import DetectionCheckpointer, is_class_dependent
 from .download import get_local_checkpoint_path
 from .errors import (
@@ -14,7 +14,6 @@ from .errors import (
 )
 from .load_report import LoadReport
 from .safe_unpickle import RestrictedUnpickler, load_pickle
-from .state_dict_alignment import align_and_update_state_dicts
 from .torchvision_model_loading import (
     convert_torchvision_resnet_names,
     is_torchvision_resnet_state_dict,

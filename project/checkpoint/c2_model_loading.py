@@ -3,7 +3,8 @@
 Caffe2 blob names are flat, e.g. ``res2_0_branch2a_bn_s``; Detectron2 names are module paths,
 e.g. ``res2.0.conv1.norm.weight``. Converted names are *relative*: they carry no
 ``backbone.bottom_up.`` or ``roi_heads.`` prefix and are attached to the model's full names
-afterwards by suffix matching (:func:`~.state_dict_alignment.align_and_update_state_dicts`).
+afterwards by suffix matching (:func:`align_and_update_state_dicts`, which lives here as in
+Detectron2; the matching rule is in :mod:`.state_dict_alignment`).
 
 Loading traps for these weights (set the model config accordingly, nothing here can check it):
 
@@ -23,12 +24,17 @@ Loading traps for these weights (set the model config accordingly, nothing here 
 from __future__ import annotations
 
 import logging
+import os
 import re
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
+from .state_dict_alignment import match_by_suffix
+
 logger = logging.getLogger(__name__)
+
+Value = TypeVar("Value")
 
 # Caffe2 parameter suffix -> Detectron2 parameter path. Longer suffixes must come first.
 _PARAMETER_SUFFIXES: Sequence[Tuple[str, str]] = (
@@ -143,3 +149,50 @@ def convert_c2_weights(weights: Mapping[str, torch.Tensor]) -> Dict[str, torch.T
         original_names[name] = c2_name
     logger.info("Renamed %d Caffe2 weights to Detectron2 names", len(converted))
     return converted
+
+
+def _longest_common_prefix_str(names: Sequence[str]) -> str:
+    """The longest string every one of ``names`` starts with ("" for no names)."""
+    return os.path.commonprefix(list(names))
+
+
+def _added_module_prefix(renamed: Mapping[str, str]) -> str:
+    """The module path (up to its last ``.``) that all renamed keys gained, or ""."""
+    prefix = _longest_common_prefix_str(list(renamed.values()))
+    return prefix[: prefix.rfind(".") + 1]
+
+
+def align_and_update_state_dicts(
+    model_state_dict: Mapping[str, object],
+    ckpt_state_dict: Mapping[str, Value],
+    c2_conversion: bool = True,
+    *,
+    source: str = "checkpoint",
+) -> Dict[str, Value]:
+    """``ckpt_state_dict`` with each key renamed to the model key it matches by suffix (see
+    :mod:`.state_dict_alignment`), ready for ``load_state_dict``. With ``c2_conversion`` (the
+    default, as in Detectron2) the keys are first read as Caffe2 blob names and converted by
+    :func:`convert_c2_weights`; names that are already module paths pass through unchanged
+    unless they contain ``_``, so pass ``False`` for checkpoints saved by PyTorch.
+
+    Only the model's keys are used, not its values: shapes are compared later, by the loader.
+    Checkpoint entries that match no model key keep their names (the loader reports them as
+    unused). ``source`` names the checkpoint in messages.
+
+    Raises:
+        CheckpointMismatchError: one checkpoint key is the best match of two model keys.
+        ValueError: with ``c2_conversion``, two Caffe2 names convert to the same name.
+    """
+    weights = convert_c2_weights(ckpt_state_dict) if c2_conversion else ckpt_state_dict
+    model_key_of = match_by_suffix(model_state_dict.keys(), weights.keys(), source=source)
+    renamed = {key: model_key for key, model_key in model_key_of.items() if key != model_key}
+    prefix = _added_module_prefix(renamed)
+    logger.info(
+        "%s: matched %d of %d checkpoint keys to model keys by name suffix (%d renamed%s)",
+        source,
+        len(model_key_of),
+        len(weights),
+        len(renamed),
+        f", under {prefix!r}" if prefix else "",
+    )
+    return {model_key_of.get(key, key): value for key, value in weights.items()}

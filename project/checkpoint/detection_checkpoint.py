@@ -44,7 +44,7 @@ from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys, _strip_pre
 from torch import nn
 
 from ..utils.file_io import FileWriteError, PathManager, atomic_write
-from .c2_model_loading import convert_c2_weights
+from .c2_model_loading import align_and_update_state_dicts, convert_c2_weights
 from .download import get_local_checkpoint_path
 from .errors import (
     CheckpointFormatError,
@@ -57,7 +57,6 @@ from .finite_weights import describe_non_finite, non_finite_keys
 from .last_checkpoint import LAST_CHECKPOINT, checkpoint_named_in_record, newest_complete_checkpoint
 from .load_report import LoadReport, Shape
 from .safe_unpickle import load_pickle
-from .state_dict_alignment import align_and_update_state_dicts
 from .torchvision_model_loading import (
     convert_torchvision_resnet_names,
     is_torchvision_resnet_state_dict,
@@ -261,7 +260,9 @@ class DetectionCheckpointer(Checkpointer):
         state_dict = checkpoint["model"]
         model_state_dict = self.model.state_dict()
         if checkpoint.get("matching_heuristics", False):
-            state_dict = align_and_update_state_dicts(model_state_dict, state_dict, source=self._source)
+            state_dict = align_and_update_state_dicts(
+                model_state_dict, state_dict, c2_conversion=False, source=self._source
+            )
             checkpoint["model"] = state_dict
         self._check_architecture(state_dict, model_state_dict)
         self._check_finite(state_dict, model_state_dict)

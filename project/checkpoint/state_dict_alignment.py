@@ -11,14 +11,9 @@ ambiguous and is an error.
 
 from __future__ import annotations
 
-import logging
-from typing import Collection, Dict, Mapping, Optional, TypeVar
+from typing import Collection, Dict, Optional
 
 from .errors import CheckpointMismatchError
-
-logger = logging.getLogger(__name__)
-
-Value = TypeVar("Value")
 
 
 def _longest_matching_suffix(model_key: str, checkpoint_keys: Collection[str]) -> Optional[str]:
@@ -30,29 +25,20 @@ def _longest_matching_suffix(model_key: str, checkpoint_keys: Collection[str]) -
     return None
 
 
-def align_and_update_state_dicts(
-    model_state_dict: Mapping[str, object],
-    checkpoint_state_dict: Mapping[str, Value],
-    *,
-    source: str = "checkpoint",
-) -> Dict[str, Value]:
-    """Rename checkpoint entries to the model keys they match (see the module docstring).
-
-    Shapes are not compared here; the loader reports shape mismatches. Checkpoint entries that
-    match no model key are returned under their own names, so they are reported as unused.
-
-    Args:
-        model_state_dict: the model's state dict (only its keys are used).
-        checkpoint_state_dict: name -> value, with names relative to some submodule.
-        source: the checkpoint's file name, used in error messages.
+def match_by_suffix(
+    model_keys: Collection[str], checkpoint_keys: Collection[str], *, source: str = "checkpoint"
+) -> Dict[str, str]:
+    """``{checkpoint key: model key}`` for every checkpoint key that is the longest matching
+    suffix of some model key (see the module docstring); unmatched checkpoint keys are absent.
 
     Raises:
-        CheckpointMismatchError: one checkpoint key is the best match of two model keys.
+        CheckpointMismatchError: one checkpoint key is the best match of two model keys
+            (``source``, the checkpoint's name, is given in the message).
     """
-    checkpoint_keys = set(checkpoint_state_dict)
-    model_key_of: Dict[str, str] = {}  # checkpoint key -> model key it was matched to
-    for model_key in sorted(model_state_dict):
-        checkpoint_key = _longest_matching_suffix(model_key, checkpoint_keys)
+    available = set(checkpoint_keys)
+    model_key_of: Dict[str, str] = {}
+    for model_key in sorted(model_keys):
+        checkpoint_key = _longest_matching_suffix(model_key, available)
         if checkpoint_key is None:
             continue
         if checkpoint_key in model_key_of:
@@ -62,14 +48,4 @@ def align_and_update_state_dicts(
                 "belongs to. Rename the checkpoint keys to the model's full names."
             )
         model_key_of[checkpoint_key] = model_key
-
-    aligned = {model_key_of.get(key, key): value for key, value in checkpoint_state_dict.items()}
-    renamed = sum(key != model_key for key, model_key in model_key_of.items())
-    logger.info(
-        "%s: matched %d of %d checkpoint keys to model keys by name suffix (%d renamed)",
-        source,
-        len(model_key_of),
-        len(checkpoint_state_dict),
-        renamed,
-    )
-    return aligned
+    return model_key_of

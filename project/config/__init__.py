@@ -3,6 +3,7 @@
 from .compose import config_dir, default_cfg, finalize, get_cfg, load_cfg, resolve_device
 from .configurable import configurable, is_config
 from .defaults import ProjectConfig
+from .lazy import instantiate
 
 __all__ = [
     "ProjectConfig",
@@ -11,6 +12,7 @@ __all__ = [
     "default_cfg",
     "finalize",
     "get_cfg",
+    "instantiate",
     "is_config",
     "load_cfg",
     "resolve_device",

@@ -55,11 +55,22 @@ def arguments_from_config(from_config: Callable[..., Dict[str, Any]], args: Sequ
     return arguments
 
 
-def configurable(init: Init) -> Init:
+def configurable(init: Init | None = None, *, from_config: Callable[..., Dict[str, Any]] | None = None) -> Any:
     """Let the decorated ``__init__`` also be called with a config as its first argument (or as
-    ``cfg=``): the class's ``from_config`` then supplies the arguments (see the module docstring)."""
+    ``cfg=``): the class's ``from_config`` then supplies the arguments (see the module docstring).
+
+    For a function (a loader builder), give its ``from_config`` by name:
+    ``@configurable(from_config=loader_arguments)`` makes ``build(cfg, ...)`` and
+    ``build(dataset, mapper=...)`` both work."""
+    if init is None:
+        if from_config is None:
+            raise TypeError("@configurable() without a function to decorate needs from_config=")
+        return functools.partial(_configurable_function, from_config=from_config)
     if init.__name__ != "__init__":
-        raise TypeError(f"@configurable decorates a class's __init__, not {init.__qualname__}")
+        raise TypeError(
+            f"@configurable decorates a class's __init__; for the function {init.__qualname__} "
+            "use @configurable(from_config=...)"
+        )
 
     @functools.wraps(init)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -74,4 +85,14 @@ def configurable(init: Init) -> Init:
             )
         init(self, **arguments_from_config(from_config, args, kwargs))
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def _configurable_function(function: Callable, *, from_config: Callable[..., Dict[str, Any]]) -> Callable:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _given_a_config(args, kwargs):
+            return function(**arguments_from_config(from_config, args, kwargs))
+        return function(*args, **kwargs)
+
+    return wrapper

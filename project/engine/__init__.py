@@ -1,5 +1,6 @@
 """Running the model: the predictor for user code, training, and process launching."""
 
+from ..utils.env import seed_all_rng
 from ..utils.events import (
     CommonMetricPrinter,
     EventStorage,
@@ -27,7 +28,6 @@ from .reproducibility import (
     configure_determinism,
     preserve_rng_state,
     restore_rng_state,
-    seed_all_rng,
 )
 from .train_loop import HookBase, SimpleTrainer, TrainerBase
 

@@ -22,11 +22,12 @@ from ..modeling import build_model
 from ..solver import build_gradient_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.ddp import unwrap_model
+from ..utils.env import seed_all_rng
 from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardWriter
 from ..utils.file_io import atomic_write, ensure_writable_directory, remove_stale_temporaries
 from . import hooks
 from .logger import setup_logger
-from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state, seed_all_rng
+from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state
 from .train_loop import SimpleTrainer, TrainerBase, model_device
 
 logger = logging.getLogger(__name__)

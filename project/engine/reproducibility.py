@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import random
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import torch
@@ -19,17 +19,6 @@ import torch
 logger = logging.getLogger(__name__)
 
 RNGState = Dict[str, Any]
-
-
-def seed_all_rng(seed: Optional[int] = None) -> int:
-    """Seed Python, NumPy and torch (all devices) with ``seed``, or with a fresh random seed
-    when it is None. Returns the seed used."""
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return seed
 
 
 def configure_determinism(deterministic: bool, cudnn_benchmark: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""RoIAlign: torchvision's kernel, with the CPU passes spread over channel groups.
+"""RoIAlign: torchvision's kernel, with the CPU passes spread over channel groups, as a function
+(``roi_align``) and as a module (``ROIAlign``).
 
 torchvision's CPU RoIAlign kernels (forward and backward) run on one thread. Every output
 channel reads, and every input-gradient channel receives, only its own channel, so running
@@ -12,9 +13,11 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
+from torch import nn
+from torch.nn.modules.utils import _pair
 from torchvision.ops import roi_align as torchvision_roi_align  # also registers torch.ops.torchvision
 
 
@@ -104,3 +107,45 @@ def roi_align(
     return _ChannelParallelROIAlign.apply(
         features, rois, tuple(output_size), float(spatial_scale), int(sampling_ratio), bool(aligned), int(groups)
     )
+
+
+class ROIAlign(nn.Module):
+    """:func:`roi_align` as a module with fixed parameters (no weights).
+
+    ``output_size`` is an int or ``(height, width)``; ``spatial_scale`` maps box coordinates to
+    feature cells (1 / stride); ``sampling_ratio`` is the number of bilinear samples per bin
+    along each side (0: adaptive, ``ceil(bin size)``); ``aligned`` shifts boxes by -0.5 cell so
+    that pixel centres sit at half-integer coordinates (``False`` gives the original,
+    half-pixel-offset RoIAlign).
+    """
+
+    def __init__(
+        self, output_size: Union[int, Tuple[int, int]], spatial_scale: float, sampling_ratio: int, aligned: bool = True
+    ):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) ``input`` pooled over (K, 5) ``rois`` rows ``(batch_index, x0, y0, x1, y1)``
+        -> (K, C, *output_size). A quantized input is dequantized first; ``rois`` are cast to
+        its dtype."""
+        if rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError(f"ROIAlign needs (K, 5) rois (batch index, x0, y0, x1, y1), got {tuple(rois.shape)}")
+        features = input.dequantize() if input.is_quantized else input
+        return roi_align(
+            features,
+            rois.to(features.dtype),
+            _pair(self.output_size),
+            self.spatial_scale,
+            self.sampling_ratio,
+            self.aligned,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

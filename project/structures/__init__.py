@@ -5,6 +5,7 @@ from .cropped_masks import CroppedBitMasks, MaskCrop
 from .image_list import ImageList
 from .instances import Instances
 from .masks import BitMasks, InstanceMasks, PolygonMasks, paste_masks_in_image, polygons_to_bitmask
+from .rotated_boxes import RotatedBoxes
 
 __all__ = [
     "BitMasks",
@@ -16,6 +17,7 @@ __all__ = [
     "Instances",
     "MaskCrop",
     "PolygonMasks",
+    "RotatedBoxes",
     "paste_masks_in_image",
     "pairwise_intersection",
     "pairwise_ioa",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import Iterator, List, Sequence, Tuple, Union
 
@@ -12,41 +13,91 @@ RawBox = Union[List[float], Tuple[float, ...], torch.Tensor, np.ndarray]
 
 
 class BoxMode(IntEnum):
-    """How 4 numbers describe a box, with Detectron2's values (stored in dataset dicts)."""
+    """How the numbers of a box are laid out, with Detectron2's values (stored in dataset dicts).
+
+    Only absolute (pixel) modes can be converted; the relative ones are names only.
+    """
 
     XYXY_ABS = 0  # (x0, y0, x1, y1) in absolute pixels
     XYWH_ABS = 1  # (x0, y0, width, height) in absolute pixels, as in COCO JSON
+    XYXY_REL = 2  # (x0, y0, x1, y1) as fractions of the image size; not convertible
+    XYWH_REL = 3  # (x0, y0, width, height) as fractions of the image size; not convertible
+    XYWHA_ABS = 4  # (centre x, centre y, width, height, angle in degrees counter-clockwise), pixels
 
     @staticmethod
     def convert(box: RawBox, from_mode: BoxMode, to_mode: BoxMode) -> RawBox:
-        """Convert one box (4 numbers) or an Nx4 array/tensor between modes.
+        """Convert one box (a list or tuple of 4 numbers, 5 for XYWHA_ABS) or an (N, 4 or 5)
+        array or tensor between modes.
 
-        Returns the same kind of object it was given (list, tuple, ndarray or tensor).
+        Returns the same kind of object it was given (list, tuple, ndarray or tensor, of the
+        input's dtype); the input is never modified. Supported: XYXY_ABS <-> XYWH_ABS,
+        XYWHA_ABS -> XYXY_ABS (the axis-aligned box enclosing the rotated one) and
+        XYWH_ABS -> XYWHA_ABS (angle 0).
+
+        Raises:
+            ValueError: a single box has the wrong number of values.
+            NotImplementedError: the pair of modes cannot be converted (relative modes, or
+                rotated boxes in any other direction).
         """
         from_mode, to_mode = BoxMode(from_mode), BoxMode(to_mode)
         if from_mode == to_mode:
             return box
-        original_type = type(box)
-        single = isinstance(box, (list, tuple))
-        if single:
-            if len(box) != 4:
-                raise ValueError(f"a box needs 4 numbers, got {len(box)}: {box!r}")
-            arr = torch.tensor(box, dtype=torch.float64)[None]
-        elif isinstance(box, np.ndarray):
-            arr = torch.from_numpy(np.asarray(box)).clone()
-        else:
-            arr = box.clone()
-        if from_mode == BoxMode.XYWH_ABS:
-            arr[..., 2] += arr[..., 0]
-            arr[..., 3] += arr[..., 1]
-        else:
-            arr[..., 2] -= arr[..., 0]
-            arr[..., 3] -= arr[..., 1]
-        if single:
-            return original_type(arr.flatten().tolist())
+        conversion = _CONVERSIONS.get((from_mode, to_mode))
+        if conversion is None:
+            raise NotImplementedError(
+                f"BoxMode.convert cannot convert {from_mode.name} to {to_mode.name}; supported: "
+                + ", ".join(f"{a.name} -> {b.name}" for a, b in _CONVERSIONS)
+            )
+        if isinstance(box, (list, tuple)):
+            return type(box)(conversion(_single_box_tensor(box, from_mode))[0].tolist())
         if isinstance(box, np.ndarray):
-            return arr.numpy()
-        return arr
+            return conversion(torch.from_numpy(box)).numpy()
+        return conversion(box)
+
+
+def _single_box_tensor(box: Union[List[float], Tuple[float, ...]], mode: BoxMode) -> torch.Tensor:
+    """A (1, k) float64 tensor of one box given as a list or tuple of k numbers."""
+    expected = 5 if mode == BoxMode.XYWHA_ABS else 4
+    if len(box) != expected:
+        raise ValueError(f"a {mode.name} box needs {expected} numbers, got {len(box)}: {box!r}")
+    return torch.tensor(box, dtype=torch.float64)[None]
+
+
+def _xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    corners = boxes.clone()
+    corners[..., 2:4] += boxes[..., 0:2]
+    return corners
+
+
+def _xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
+    sizes = boxes.clone()
+    sizes[..., 2:4] -= boxes[..., 0:2]
+    return sizes
+
+
+def _xywha_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 5) rotated boxes -> (N, 4) XYXY boxes enclosing them, computed in float64."""
+    cx, cy, w, h, angle = boxes.to(torch.float64).unbind(-1)
+    radians = angle * (math.pi / 180.0)
+    cos, sin = radians.cos().abs(), radians.sin().abs()
+    half_w = (w * cos + h * sin) / 2.0  # half the width of the enclosing box
+    half_h = (h * cos + w * sin) / 2.0
+    return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=-1).to(boxes.dtype)
+
+
+def _xywh_to_xywha(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) XYWH boxes -> (N, 5) rotated boxes with angle 0, computed in float64."""
+    x0, y0, w, h = boxes.to(torch.float64).unbind(-1)
+    rotated = [x0 + w / 2.0, y0 + h / 2.0, w, h, torch.zeros_like(w)]
+    return torch.stack(rotated, dim=-1).to(boxes.dtype)
+
+
+_CONVERSIONS = {
+    (BoxMode.XYWH_ABS, BoxMode.XYXY_ABS): _xywh_to_xyxy,
+    (BoxMode.XYXY_ABS, BoxMode.XYWH_ABS): _xyxy_to_xywh,
+    (BoxMode.XYWHA_ABS, BoxMode.XYXY_ABS): _xywha_to_xyxy,
+    (BoxMode.XYWH_ABS, BoxMode.XYWHA_ABS): _xywh_to_xywha,
+}
 
 
 class Boxes:

@@ -127,8 +127,13 @@ class BitMasks:
         return out.squeeze(1) >= 0.5
 
     @staticmethod
-    def from_polygon_masks(polygon_masks: PolygonMasks, height: int, width: int) -> BitMasks:
-        masks = [polygons_to_bitmask(p, height, width) for p in polygon_masks.polygons]
+    def from_polygon_masks(
+        polygon_masks: Union[PolygonMasks, Sequence[Sequence[np.ndarray]]], height: int, width: int
+    ) -> BitMasks:
+        """Rasterise ``PolygonMasks``, or a list with each instance's list of flat polygons, into
+        (N, height, width) masks; no instances give a (0, height, width) ``BitMasks``."""
+        polygons = polygon_masks.polygons if isinstance(polygon_masks, PolygonMasks) else polygon_masks
+        masks = [polygons_to_bitmask(p, height, width) for p in polygons]
         if not masks:
             return BitMasks(torch.zeros(0, height, width, dtype=torch.bool))
         return BitMasks(torch.from_numpy(np.stack(masks)))
@@ -238,30 +243,39 @@ def _paste_windows(boxes: torch.Tensor, image_shape: Tuple[int, int]) -> List[Tu
 def _paste_one(
     mask: torch.Tensor, box: torch.Tensor, window: Tuple[int, int, int, int], threshold: float
 ) -> torch.Tensor:
-    """The (y1 - y0, x1 - x0) bool window of the image covered by one (M, M) mask pasted into
-    its float32 XYXY ``box``: bilinear samples at the window's pixel centres, the mask's cells
-    spanning the box exactly, compared with ``threshold``."""
+    """The (y1 - y0, x1 - x0) window of the image covered by one (M, M) mask pasted into its
+    float32 XYXY ``box``: bilinear samples at the window's pixel centres, the mask's cells
+    spanning the box exactly, compared with ``threshold`` (see :func:`_pasted_values`)."""
     x0, y0, x1, y1 = window
     bx0, by0, bx1, by1 = box
     xs = (torch.arange(x0, x1, device=mask.device, dtype=torch.float32) + 0.5 - bx0) / (bx1 - bx0) * 2 - 1
     ys = (torch.arange(y0, y1, device=mask.device, dtype=torch.float32) + 0.5 - by0) / (by1 - by0) * 2 - 1
     grid = torch.stack([xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=-1)
     pasted = F.grid_sample(mask[None, None].to(torch.float32), grid[None], align_corners=False)
-    return pasted[0, 0] >= threshold
+    return _pasted_values(pasted[0, 0], threshold)
+
+
+def _pasted_values(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``probabilities >= threshold`` (bool); a negative ``threshold`` keeps the probabilities
+    instead, as uint8 in 0..255 (for looking at soft masks)."""
+    if threshold >= 0:
+        return probabilities >= threshold
+    return (probabilities * 255).to(torch.uint8)
 
 
 def paste_mask_windows(
-    masks: torch.Tensor, boxes: torch.Tensor, image_shape: Tuple[int, int], threshold: float = 0.5
+    masks: torch.Tensor, boxes: Union[Boxes, torch.Tensor], image_shape: Tuple[int, int], threshold: float = 0.5
 ) -> Iterator[PastedMask]:
     """Paste fixed-size mask probabilities into their boxes, one instance at a time, without
     allocating anything of the image's size.
 
-    ``masks`` (N, M, M) floats cover ``boxes`` (N, 4, XYXY, absolute pixels) of an image of
+    ``masks`` (N, M, M) floats cover ``boxes`` (``Boxes`` or an (N, 4) tensor, XYXY, absolute pixels) of an image of
     ``image_shape = (height, width)``. Yields ``(i, x0, y0, window)`` for each instance whose box
     touches the image, ``window`` an (h, w) bool tensor on ``masks``' device holding image rows
-    ``y0 .. y0+h-1`` and columns ``x0 .. x0+w-1``; every pixel outside it is background.
+    ``y0 .. y0+h-1`` and columns ``x0 .. x0+w-1`` (uint8 probabilities in 0..255 for a negative
+    ``threshold``); every pixel outside it is background.
     """
-    boxes = boxes.to(torch.float32)
+    boxes = (boxes.tensor if isinstance(boxes, Boxes) else boxes).to(torch.float32)
     for i, window in enumerate(_paste_windows(boxes, image_shape)):
         x0, y0, x1, y1 = window
         if x1 > x0 and y1 > y0:
@@ -269,17 +283,20 @@ def paste_mask_windows(
 
 
 def paste_masks_in_image(
-    masks: torch.Tensor, boxes: torch.Tensor, image_shape: Tuple[int, int], threshold: float = 0.5
+    masks: torch.Tensor, boxes: Union[Boxes, torch.Tensor], image_shape: Tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
     """Paste fixed-size mask probabilities into full images.
 
-    ``masks`` (N, M, M) floats cover the boxes ``boxes`` (N, 4, XYXY, absolute pixels) of an image
+    ``masks`` (N, M, M) floats cover the boxes ``boxes`` (``Boxes`` or an (N, 4) tensor, XYXY,
+    absolute pixels) of an image
     of ``image_shape = (height, width)``. Each mask is resampled bilinearly onto the pixel centres
     inside its box (the mask's cells span the box exactly) and thresholded. Only the pixels
-    around each box are computed (``paste_mask_windows``). Returns an (N, height, width) bool tensor.
+    around each box are computed (``paste_mask_windows``). Returns an (N, height, width) bool tensor,
+    or with a negative ``threshold`` the pasted probabilities as uint8 in 0..255.
     """
     height, width = image_shape
-    out = torch.zeros(len(masks), height, width, dtype=torch.bool, device=masks.device)
+    dtype = torch.bool if threshold >= 0 else torch.uint8
+    out = torch.zeros(len(masks), height, width, dtype=dtype, device=masks.device)
     for i, x0, y0, window in paste_mask_windows(masks, boxes, image_shape, threshold):
         out[i, y0 : y0 + window.shape[0], x0 : x0 + window.shape[1]] = window
     return out

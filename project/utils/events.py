@@ -39,6 +39,11 @@ def current_event_storage() -> Optional[EventStorage]:
     return _STORAGE_STACK[-1] if _STORAGE_STACK else None
 
 
+def has_event_storage() -> bool:
+    """Whether code runs inside an open ``EventStorage`` (so ``get_event_storage()`` succeeds)."""
+    return current_event_storage() is not None
+
+
 class EventStorage:
     """Per-name histories of scalar metrics, each value tagged with the iteration it belongs to.
 
@@ -52,6 +57,11 @@ class EventStorage:
         self._history: Dict[str, HistoryBuffer] = defaultdict(HistoryBuffer)
         self._smoothing_hints: Dict[str, bool] = {}
         self._latest: Dict[str, Tuple[float, int]] = {}
+
+    def step(self) -> None:
+        """Advance to the next iteration: values recorded from now on are tagged ``iter + 1``.
+        (Setting ``storage.iter`` directly does the same for any iteration.)"""
+        self.iter += 1
 
     def put_scalar(self, name: str, value: float, smoothing_hint: bool = True) -> None:
         """Record ``value`` for ``name`` at the current iteration."""

@@ -575,7 +575,7 @@ def test_suffix_matching_prefers_the_longest_whole_component_suffix():
         "fc1.weight": 0,
     }
     checkpoint = {"conv1.weight": "stem", "res2.0.conv1.weight": "res2", "1.weight": "no"}
-    aligned = align_and_update_state_dicts(model_keys, checkpoint)
+    aligned = align_and_update_state_dicts(model_keys, checkpoint, c2_conversion=False)
     assert aligned == {
         "backbone.stem.conv1.weight": "stem",
         "backbone.res2.0.conv1.weight": "res2",
@@ -583,10 +583,19 @@ def test_suffix_matching_prefers_the_longest_whole_component_suffix():
     }
 
 
+def test_suffix_matching_converts_caffe2_names_by_default():
+    model_keys = {"backbone.bottom_up.res2.0.conv1.weight": 0, "backbone.bottom_up.stem.conv1.norm.bias": 0}
+    checkpoint = {"res2_0_branch2a_w": "conv", "res_conv1_bn_b": "norm"}
+    assert align_and_update_state_dicts(model_keys, checkpoint) == {
+        "backbone.bottom_up.res2.0.conv1.weight": "conv",
+        "backbone.bottom_up.stem.conv1.norm.bias": "norm",
+    }
+
+
 def test_ambiguous_suffix_match_names_both_model_keys():
     model_keys = {"a.conv.weight": 0, "b.conv.weight": 0}
     with pytest.raises(CheckpointMismatchError, match="a.conv.weight.*b.conv.weight"):
-        align_and_update_state_dicts(model_keys, {"conv.weight": 1}, source="ckpt.pkl")
+        align_and_update_state_dicts(model_keys, {"conv.weight": 1}, c2_conversion=False, source="ckpt.pkl")
 
 
 def test_load_report_groups_keys_by_module(tmp_path):

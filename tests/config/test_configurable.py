@@ -74,3 +74,22 @@ def test_detectron2_configs_are_recognised_by_type_name():
         pass
 
     assert is_config(CfgNode()) and is_config(default_cfg()) and not is_config({"MODEL": {}})
+
+
+def _loader_arguments(cfg, dataset_name: str) -> Dict[str, Any]:
+    return {"names": [dataset_name], "batch_size": cfg.SOLVER.IMS_PER_BATCH}
+
+
+@configurable(from_config=_loader_arguments)
+def build_loader(names, *, batch_size: int, shuffle: bool = False):
+    return {"names": names, "batch_size": batch_size, "shuffle": shuffle}
+
+
+def test_a_function_takes_plain_arguments_or_a_config():
+    cfg = default_cfg()
+    from_config = build_loader(cfg, "cells_val", shuffle=True)
+    assert from_config == {"names": ["cells_val"], "batch_size": cfg.SOLVER.IMS_PER_BATCH, "shuffle": True}
+    assert build_loader(["cells_val"], batch_size=cfg.SOLVER.IMS_PER_BATCH, shuffle=True) == from_config
+    assert build_loader.__name__ == "build_loader"
+    with pytest.raises(TypeError, match="from_config="):
+        configurable()

@@ -75,3 +75,19 @@ def test_pooler_with_no_boxes_returns_an_empty_batch():
     pooler = ROIPooler(14, (1 / 4,), sampling_ratio=0, pooler_type="ROIAlignV2")
     out = pooler([torch.randn(1, 3, 8, 8)], [Boxes(torch.zeros(0, 4))])
     assert out.shape == (0, 3, 14, 14)
+
+
+@pytest.mark.parametrize("output_size", [7, (5, 3)])
+def test_roi_align_module_equals_the_function(output_size):
+    from project.layers import ROIAlign
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 4, 16, 20, generator=generator)
+    rois = _random_rois(10, 2, 64, 80, generator)
+    module = ROIAlign(output_size=output_size, spatial_scale=0.25, sampling_ratio=2, aligned=False)
+    size = (output_size, output_size) if isinstance(output_size, int) else output_size
+    assert torch.equal(module(features, rois), roi_align(features, rois, size, 0.25, 2, False))
+    assert torch.equal(module(features, rois.double()), module(features, rois))  # rois take the features' dtype
+    assert "spatial_scale=0.25" in repr(module) and list(module.state_dict()) == []
+    with pytest.raises(ValueError, match=r"\(K, 5\) rois"):
+        module(features, rois[:, 1:])

@@ -86,3 +86,29 @@ def test_box_mode_conversion_round_trips_and_keeps_the_container_type():
     assert array.tolist()[0] == xywh  # the input is not modified
     tensor = torch.tensor([xyxy])
     assert torch.equal(BoxMode.convert(BoxMode.convert(tensor, 0, 1), 1, 0), tensor)
+
+
+def test_rotated_box_encloses_by_hand_and_xywh_gets_angle_zero():
+    # A 30 x 20 box centred at (50, 50): unrotated, then turned a quarter, then a square turned 45 degrees.
+    rotated = np.array([[50.0, 50.0, 30.0, 20.0, 0.0], [50.0, 50.0, 30.0, 20.0, 90.0], [0.0, 0.0, 2.0, 2.0, 45.0]])
+    enclosing = BoxMode.convert(rotated, BoxMode.XYWHA_ABS, BoxMode.XYXY_ABS)
+    half_diagonal = np.sqrt(2.0)
+    expected = [[35, 40, 65, 60], [40, 35, 60, 65], [-half_diagonal, -half_diagonal, half_diagonal, half_diagonal]]
+    np.testing.assert_allclose(enclosing, expected, atol=1e-12)
+    assert BoxMode.convert((10, 20, 4, 6), BoxMode.XYWH_ABS, BoxMode.XYWHA_ABS) == (12.0, 23.0, 4.0, 6.0, 0.0)
+    as_float32 = BoxMode.convert(torch.tensor([[10.0, 20.0, 4.0, 6.0]]), BoxMode.XYWH_ABS, BoxMode.XYWHA_ABS)
+    assert as_float32.dtype == torch.float32 and as_float32.tolist() == [[12.0, 23.0, 4.0, 6.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    "from_mode,to_mode",
+    [(BoxMode.XYXY_REL, BoxMode.XYXY_ABS), (BoxMode.XYXY_ABS, BoxMode.XYWH_REL), (BoxMode.XYXY_ABS, BoxMode.XYWHA_ABS)],
+)
+def test_unsupported_conversions_raise(from_mode, to_mode):
+    with pytest.raises(NotImplementedError, match=f"{from_mode.name} to {to_mode.name}"):
+        BoxMode.convert([0.0, 0.0, 1.0, 1.0], from_mode, to_mode)
+
+
+def test_single_box_with_the_wrong_number_of_values_raises():
+    with pytest.raises(ValueError, match="XYWHA_ABS box needs 5 numbers"):
+        BoxMode.convert([0.0, 0.0, 1.0, 1.0], BoxMode.XYWHA_ABS, BoxMode.XYXY_ABS)

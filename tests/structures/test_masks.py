@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from project.data import transforms as T
-from project.structures import BitMasks, CroppedBitMasks, MaskCrop
+from project.structures import BitMasks, CroppedBitMasks, MaskCrop, PolygonMasks
 from project.structures.rle import compress, decode_crop, encode_mask, rle_area_and_box, run_lengths
 
 
@@ -160,3 +160,11 @@ def test_resampler_falls_back_to_full_masks_for_other_transforms():
     mask[2:4, 5:15] = True
     got = T.MaskCropResampler(T.TransformList([Transpose()]), (10, 20))(MaskCrop.from_array(mask))
     assert np.array_equal(got.to_array(), mask.T)
+
+
+def test_bitmasks_from_no_polygons_and_from_a_plain_list_of_polygons():
+    assert BitMasks.from_polygon_masks([], 7, 9).tensor.shape == (0, 7, 9)
+    square = [np.array([1.0, 1.0, 5.0, 1.0, 5.0, 4.0, 1.0, 4.0])]
+    from_list = BitMasks.from_polygon_masks([square], 6, 8)
+    assert torch.equal(from_list.tensor, BitMasks.from_polygon_masks(PolygonMasks([square]), 6, 8).tensor)
+    assert from_list.get_bounding_boxes().tensor.tolist() == [[1.0, 1.0, 5.0, 4.0]]

@@ -108,6 +108,16 @@ def test_output_shape_and_dtype():
     assert out.dtype == torch.bool
 
 
+def test_negative_threshold_keeps_probabilities_as_uint8():
+    masks = np.full((1, M, M), 0.5)
+    box = (2, 3, 19, 11)
+    out = paste(masks, [box], (16, 24), threshold=-1)
+    assert out.dtype == torch.uint8
+    inside = box_pixels(box, 16, 24)
+    assert (out[0].numpy()[inside] == 127).all()
+    assert not out[0].numpy()[~inside].any()
+
+
 def test_no_masks_give_an_empty_bool_tensor():
     out = paste_masks_in_image(torch.zeros(0, M, M), torch.zeros(0, 4), (9, 11))
     assert out.shape == (0, 9, 11)
