@@ -1,4 +1,5 @@
-"""``Box2BoxTransform``: the (dx, dy, dw, dh) box-delta parameterisation of R-CNN."""
+"""Box encodings for regression: ``Box2BoxTransform`` (R-CNN's (dx, dy, dw, dh)) and
+``Box2BoxTransformLinear`` (FCOS's distances from a centre to the four sides)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from fvcore.nn import giou_loss, smooth_l1_loss
+
+from ..utils.unsupported import unsupported_component
 
 # Deltas beyond this are clamped before exp(), so a box can grow at most 1000/16 times.
 SCALE_CLAMP = math.log(1000.0 / 16)
@@ -79,6 +83,56 @@ class Box2BoxTransform:
         x0, x1 = _decode_axis(dx / wx, dw / ww, ctr_x, width, self.scale_clamp)
         y0, y1 = _decode_axis(dy / wy, dh / wh, ctr_y, height, self.scale_clamp)
         return torch.stack((x0, y0, x1, y1), dim=2).reshape(deltas.shape)
+
+
+# Signs that turn (x0 - cx, y0 - cy, x1 - cx, y1 - cy) into the four non-negative side distances.
+_SIDE_SIGNS = (-1.0, -1.0, 1.0, 1.0)
+
+
+def _centres_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) rows ``(cx, cy, cx, cy)``: each XYXY box's centre, repeated to line up with its corners."""
+    corners = boxes.unflatten(1, (2, 2))
+    return (0.5 * (corners[:, 0] + corners[:, 1])).repeat(1, 2)
+
+
+def _sizes_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(N, 4) rows ``(w, h, w, h)`` of XYXY ``boxes``."""
+    return (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+
+
+class Box2BoxTransformLinear:
+    """Encodes a target box by the distances from a source box's centre to the target's sides.
+
+    For source centre ``(cx, cy)`` and target ``(x0, y0, x1, y1)`` the deltas are
+    ``(cx - x0, cy - y0, x1 - cx, y1 - cy)``, divided by the source's ``(w, h, w, h)`` when
+    ``normalize_by_size``. Boxes are XYXY; a target that contains the source centre has
+    non-negative deltas, and decoding clips negative deltas to 0 so that it always gives a valid box.
+    """
+
+    def __init__(self, normalize_by_size: bool = True):
+        self.normalize_by_size = normalize_by_size
+
+    def get_deltas(self, src_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
+        """Deltas (N, 4) that turn ``src_boxes`` (N, 4) into ``target_boxes`` (N, 4)."""
+        deltas = (target_boxes - _centres_xyxy(src_boxes)) * target_boxes.new_tensor(_SIDE_SIGNS)
+        if self.normalize_by_size:
+            deltas = deltas / _sizes_xyxy(src_boxes)
+        return deltas
+
+    def apply_deltas(self, deltas: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Decode deltas (N, 4k), k groups of side distances, against ``boxes`` (N, 4): returns
+        (N, 4k) XYXY boxes in the dtype of ``deltas``."""
+        boxes = boxes.to(deltas.dtype)
+        distances = F.relu(deltas).unflatten(1, (-1, 4))
+        if self.normalize_by_size:
+            distances = distances * _sizes_xyxy(boxes)[:, None]
+        signed = distances * deltas.new_tensor(_SIDE_SIGNS)
+        return (_centres_xyxy(boxes)[:, None] + signed).reshape(deltas.shape)
+
+
+Box2BoxTransformRotated = unsupported_component(
+    "Box2BoxTransformRotated", "rotated boxes are outside this project's scope; it regresses axis-aligned XYXY boxes"
+)
 
 
 def box_regression_loss(

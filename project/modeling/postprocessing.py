@@ -20,6 +20,15 @@ def check_pred_mask_format(mask_format: str) -> str:
     return mask_format
 
 
+def _box_field(results: Instances) -> str:
+    """The name of the boxes ``results`` holds: ``pred_boxes`` (detections) or ``proposal_boxes``."""
+    for field in ("pred_boxes", "proposal_boxes"):
+        if results.has(field):
+            return field
+    fields = sorted(results.get_fields())
+    raise ValueError(f"detector_postprocess needs pred_boxes or proposal_boxes; the results hold {fields}")
+
+
 def detector_postprocess(
     results: Instances,
     output_height: int,
@@ -28,8 +37,9 @@ def detector_postprocess(
     mask_format: str = "bitmask",
 ) -> Instances:
     """Rescale ``results`` (in the frame of ``results.image_size``) to an output image of
-    ``(output_height, output_width)``: boxes are scaled and clipped, empty boxes dropped, and
-    ``pred_masks`` (N, 1, M, M) probabilities are pasted into the output image and thresholded.
+    ``(output_height, output_width)``: boxes (``pred_boxes``, or for proposals
+    ``proposal_boxes``) are scaled and clipped, empty boxes dropped, and ``pred_masks``
+    (N, 1, M, M) probabilities are pasted into the output image and thresholded.
 
     With ``mask_format`` "bitmask" the masks become an (N, H, W) bool tensor; with "crop" a
     ``CroppedBitMasks`` whose ``.tensor`` is that same tensor but which holds only the pixels
@@ -39,13 +49,14 @@ def detector_postprocess(
     scale_x = output_width / results.image_size[1]
     scale_y = output_height / results.image_size[0]
     results = Instances((output_height, output_width), **results.get_fields())
-    boxes = results.pred_boxes.clone()  # the caller's boxes stay in their own frame
+    field = _box_field(results)
+    boxes = results.get(field).clone()  # the caller's boxes stay in their own frame
     boxes.scale(scale_x, scale_y)
     boxes.clip(results.image_size)
-    results.pred_boxes = boxes
+    results.set(field, boxes)
     results = results[boxes.nonempty()]
     if results.has("pred_masks"):
         results.pred_masks = paste(
-            results.pred_masks[:, 0], results.pred_boxes.tensor, results.image_size, threshold=mask_threshold
+            results.pred_masks[:, 0], results.get(field).tensor, results.image_size, threshold=mask_threshold
         )
     return results

@@ -95,7 +95,7 @@ def test_shared_flat_size_list_applies_to_every_level():
 @pytest.mark.parametrize(
     "sizes, ratios, offset, message",
     [
-        ([[32], [64], [128]], [[1.0]], 0.0, "SIZES has 3 lists"),
+        ([[32], [64], [128]], [[1.0]], 0.0, r"SIZES in a config\) has 3 lists"),
         ([["a"]], [[1.0]], 0.0, "SIZES"),
         ([[32]], [[0.0]], 0.0, "ASPECT_RATIOS"),
         ([[32], 64], [[1.0]], 0.0, "SIZES"),

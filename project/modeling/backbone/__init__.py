@@ -4,6 +4,7 @@ Importing this package registers ``build_resnet_backbone`` and ``build_resnet_fp
 in ``BACKBONE_REGISTRY``.
 """
 
+from ..registry import BACKBONE_REGISTRY
 from .backbone import Backbone
 from .build import build_backbone
 from .fpn import FPN, LastLevelMaxPool, build_resnet_fpn_backbone
@@ -13,10 +14,13 @@ from .resnet import (
     BottleneckBlock,
     CNNBlockBase,
     ResNet,
+    ResNetBlockBase,
     build_resnet_backbone,
+    make_stage,
 )
 
 __all__ = [
+    "BACKBONE_REGISTRY",
     "Backbone",
     "BasicBlock",
     "BasicStem",
@@ -25,7 +29,9 @@ __all__ = [
     "FPN",
     "LastLevelMaxPool",
     "ResNet",
+    "ResNetBlockBase",
     "build_backbone",
     "build_resnet_backbone",
     "build_resnet_fpn_backbone",
+    "make_stage",
 ]

@@ -18,7 +18,8 @@ class Backbone(nn.Module, metaclass=ABCMeta):
 
     - ``_out_features``: the names of the returned feature maps, in output order;
     - ``_out_feature_channels``: name -> channel count;
-    - ``_out_feature_strides``: name -> stride (input pixels per feature-map pixel).
+    - ``_out_feature_strides``: name -> stride (input pixels per feature-map pixel); an output
+      that is not a feature map (a classifier's logits) has none.
     """
 
     _out_features: List[str]
@@ -42,8 +43,9 @@ class Backbone(nn.Module, metaclass=ABCMeta):
         return {"size_divisibility": divisibility} if divisibility > 0 else {}
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
-        """Channels and stride of each returned feature map, by name, in output order."""
+        """Channels and stride (``None`` for an output that is not a map) of each returned
+        output, by name, in output order."""
         return {
-            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
+            name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides.get(name))
             for name in self._out_features
         }

@@ -52,6 +52,7 @@ class FPN(Backbone):
         norm: NormSpec = "",
         top_block: Optional[nn.Module] = None,
         fuse_type: str = "sum",
+        square_pad: int = 0,
     ):
         """
         Args:
@@ -64,6 +65,8 @@ class FPN(Backbone):
             top_block: a module with ``num_levels`` and ``in_feature`` attributes, mapping that
                 feature to a list of ``num_levels`` coarser maps, each of half the previous size.
             fuse_type: "sum" or "avg".
+            square_pad: if positive, inputs are to be padded to this square size; the FPN only
+                reports it (``padding_constraints["square_size"]``) to whoever batches the images.
         """
         super().__init__()
         if not isinstance(bottom_up, Backbone):
@@ -116,11 +119,20 @@ class FPN(Backbone):
         self._out_features = list(self._out_feature_strides)
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         self._size_divisibility = strides[-1]
+        self._square_pad = square_pad
 
     @property
     def size_divisibility(self) -> int:
         """The coarsest input stride: the input sizes that make every 2x upsampling line up."""
         return self._size_divisibility
+
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        """``size_divisibility``, and ``square_size`` when ``square_pad`` is positive."""
+        constraints = dict(super().padding_constraints)
+        if self._square_pad > 0:
+            constraints["square_size"] = self._square_pad
+        return constraints
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``x``: ``(N, C, H, W)``, H and W multiples of ``size_divisibility``. Returns

@@ -7,7 +7,7 @@ serve depths 50, 101 and 152; basic blocks serve depths 18 and 34.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
 from fvcore.nn.weight_init import c2_msra_fill
@@ -162,11 +162,16 @@ class BottleneckBlock(CNNBlockBase):
         return _add_shortcut_and_relu(self.conv3(self.conv2(self.conv1(x))), x, self.shortcut)
 
 
-def _checked_out_features(requested: Optional[Sequence[str]], stage_names: Sequence[str]) -> List[str]:
-    """``requested`` as a list (default: the last stage alone), after checking that it is a
-    non-empty selection among "stem" and ``stage_names``."""
-    names = list(stage_names[-1:] if requested is None else requested)
-    available = ["stem", *stage_names]
+def _checked_out_features(
+    requested: Optional[Sequence[str]], stage_names: Sequence[str], classifies: bool
+) -> List[str]:
+    """``requested`` as a list, after checking that it is a non-empty selection among "stem",
+    ``stage_names`` and, for a classifier, "linear". Default: "linear" for a classifier, else
+    the last stage alone."""
+    if requested is None:
+        return ["linear"] if classifies else list(stage_names[-1:])
+    names = list(requested)
+    available = ["stem", *stage_names] + (["linear"] if classifies else [])
     if not names or any(name not in available for name in names):
         raise ValueError(f"ResNet out_features {names} must be a non-empty subset of {available}")
     return names
@@ -174,9 +179,9 @@ def _checked_out_features(requested: Optional[Sequence[str]], stage_names: Seque
 
 def _stages_needed(out_features: Sequence[str], stage_names: Sequence[str]) -> int:
     """How many of ``stage_names`` must be built to produce ``out_features``: those after the
-    deepest requested one would never run ("stem" alone needs none)."""
-    depth_of = {name: depth for depth, name in enumerate(["stem", *stage_names])}
-    return max(depth_of[name] for name in out_features)
+    deepest requested one would never run ("stem" alone needs none, "linear" needs them all)."""
+    depth_of = {name: depth for depth, name in enumerate(["stem", *stage_names, "linear"])}
+    return min(max(depth_of[name] for name in out_features), len(stage_names))
 
 
 def _feature_geometry(
@@ -194,17 +199,45 @@ def _feature_geometry(
     return strides, channels
 
 
-class ResNet(Backbone):
-    """A stem followed by residual stages named ``res2``, ``res3``, ...
+def _stage_layouts(
+    depth: int, in_channels: int, res2_out_channels: int, res5_dilation: int = 1
+) -> List[Dict[str, Any]]:
+    """For each stage res2 ... res5 of a ResNet-``depth``, the ``ResNet.make_stage`` arguments that
+    fix its shape: ``num_blocks``, ``in_channels``, ``out_channels`` (``res2_out_channels``, doubling
+    per stage) and ``stride_per_block``. Only the first block of a stage strides, by 2, except in
+    res2 (it follows the stride-4 stem at full resolution) and in a dilated res5 (it keeps res4's
+    resolution)."""
+    if depth not in BLOCKS_PER_STAGE:
+        raise ValueError(f"ResNet depth {depth} is not one of {sorted(BLOCKS_PER_STAGE)}")
+    layouts = []
+    for index, num_blocks in enumerate(BLOCKS_PER_STAGE[depth]):
+        first_stride = 1 if index == 0 or (index == 3 and res5_dilation > 1) else 2
+        out_channels = res2_out_channels * 2**index
+        layouts.append(
+            {
+                "num_blocks": num_blocks,
+                "in_channels": in_channels,
+                "out_channels": out_channels,
+                "stride_per_block": [first_stride] + [1] * (num_blocks - 1),
+            }
+        )
+        in_channels = out_channels
+    return layouts
 
-    Returns the feature maps named in ``out_features`` (``"stem"`` or stage names). Stages
-    after the last requested one are not built.
+
+class ResNet(Backbone):
+    """A stem followed by residual stages named ``res2``, ``res3``, ..., and optionally a classifier.
+
+    Returns the outputs named in ``out_features`` (``"stem"``, stage names, ``"linear"``). Stages
+    after the last requested one are not built. ``ResNet(BasicStem(), ResNet.make_default_stages(50))``
+    is a ResNet-50 from plain arguments.
     """
 
     def __init__(
         self,
         stem: CNNBlockBase,
         stages: Sequence[Sequence[CNNBlockBase]],
+        num_classes: Optional[int] = None,
         out_features: Optional[Sequence[str]] = None,
         freeze_at: int = 0,
     ):
@@ -212,12 +245,17 @@ class ResNet(Backbone):
         Args:
             stem: the first layers, with ``out_channels`` and ``stride`` attributes.
             stages: for each stage, its blocks; each block has ``out_channels`` and ``stride``.
-            out_features: names of the returned feature maps; default: the last stage.
+            num_classes: if given, the last stage is followed by global average pooling
+                (``avgpool``) and a fully connected layer (``linear``) giving ``num_classes``
+                logits, the output named "linear".
+            out_features: names of the returned outputs; default: "linear" with a classifier,
+                else the last stage.
             freeze_at: see :meth:`freeze`.
         """
         super().__init__()
         stage_names = [f"res{number}" for number in range(2, 2 + len(stages))]
-        self._out_features = _checked_out_features(out_features, stage_names)
+        self.num_classes = num_classes
+        self._out_features = _checked_out_features(out_features, stage_names, num_classes is not None)
         self.stem = stem
         self.stage_names = tuple(stage_names[: _stages_needed(self._out_features, stage_names)])
         for name, blocks in zip(self.stage_names, stages):
@@ -225,6 +263,13 @@ class ResNet(Backbone):
                 raise ValueError(f"ResNet stage {name} got no blocks; every built stage needs at least one")
             self.add_module(name, nn.Sequential(*blocks))
         self._out_feature_strides, self._out_feature_channels = _feature_geometry(self._block_groups())
+        if num_classes is not None:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            last_stage = ("stem", *self.stage_names)[-1]
+            self.linear = nn.Linear(self._out_feature_channels[last_stage], num_classes)
+            # Zero-mean Gaussian weights of std 0.01, as for the ImageNet classifiers of Goyal et al. (2017).
+            nn.init.normal_(self.linear.weight, std=0.01)
+            self._out_feature_channels["linear"] = num_classes
         self.freeze(freeze_at)
 
     @property
@@ -239,7 +284,7 @@ class ResNet(Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``x``: ``(N, C, H, W)`` with ``C`` the stem's input channels. Returns the requested
         feature maps by name, shallowest first; the one of stride ``s`` is ``ceil(H / s)`` by
-        ``ceil(W / s)``."""
+        ``ceil(W / s)``; "linear" is ``(N, num_classes)``."""
         if x.dim() != 4 or x.shape[1] != self.stem.in_channels:
             raise ValueError(f"ResNet expects an (N, {self.stem.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
         requested = self._out_features
@@ -248,6 +293,8 @@ class ResNet(Backbone):
             x = module(x)
             if name in requested:
                 features[name] = x
+        if self.num_classes is not None and "linear" in requested:
+            features["linear"] = self.linear(torch.flatten(self.avgpool(x), 1))
         return features
 
     def freeze(self, freeze_at: int = 0) -> ResNet:
@@ -289,6 +336,31 @@ class ResNet(Backbone):
             in_channels = out_channels
         return blocks
 
+    @staticmethod
+    def make_default_stages(
+        depth: int, block_class: Optional[Type[CNNBlockBase]] = None, **kwargs: Any
+    ) -> List[List[CNNBlockBase]]:
+        """The four stages of the standard ResNet-``depth`` (18, 34, 50, 101 or 152) after a
+        64-channel stem: basic blocks of 64 ... 512 channels below depth 50, else bottleneck
+        blocks of 256 ... 2048 channels (a quarter of that inside). ``block_class`` replaces the
+        block (from depth 50 it must take ``bottleneck_channels``); other keywords (``norm``,
+        ``stride_in_1x1``, ...) go to every block through :meth:`make_stage`."""
+        bottleneck = depth >= 50
+        block_class = block_class or (BottleneckBlock if bottleneck else BasicBlock)
+        stages = []
+        for layout in _stage_layouts(depth, in_channels=64, res2_out_channels=256 if bottleneck else 64):
+            inner = {"bottleneck_channels": layout["out_channels"] // 4} if bottleneck else {}
+            stages.append(ResNet.make_stage(block_class, **layout, **inner, **kwargs))
+        return stages
+
+
+ResNetBlockBase = CNNBlockBase  # Detectron2's older name for the block base class
+
+
+def make_stage(*args: Any, **kwargs: Any) -> List[CNNBlockBase]:
+    """:meth:`ResNet.make_stage` under Detectron2's module-level name."""
+    return ResNet.make_stage(*args, **kwargs)
+
 
 @BACKBONE_REGISTRY.register()
 def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
@@ -309,36 +381,23 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
 
     norm = resnets.NORM
     stem = BasicStem(in_channels=input_shape.channels, out_channels=resnets.STEM_OUT_CHANNELS, norm=norm)
-    in_channels = resnets.STEM_OUT_CHANNELS
-    out_channels = resnets.RES2_OUT_CHANNELS
-    bottleneck_channels = resnets.NUM_GROUPS * resnets.WIDTH_PER_GROUP
+    layouts = _stage_layouts(depth, resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS, resnets.RES5_DILATION)
     stages = []
-    for name, num_blocks in zip(STAGE_NAMES, BLOCKS_PER_STAGE[depth]):
-        dilation = resnets.RES5_DILATION if name == "res5" else 1
-        # res2 follows the stride-4 stem at full resolution; a dilated res5 keeps its resolution.
-        first_stride = 1 if name == "res2" or dilation > 1 else 2
-        block_kwargs = dict(
-            num_blocks=num_blocks,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1),
-            norm=norm,
-        )
+    for index, layout in enumerate(layouts):
         if uses_basic_blocks:
-            stage = ResNet.make_stage(BasicBlock, **block_kwargs)
-        else:
-            stage = ResNet.make_stage(
+            stages.append(ResNet.make_stage(BasicBlock, norm=norm, **layout))
+            continue
+        stages.append(
+            ResNet.make_stage(
                 BottleneckBlock,
-                bottleneck_channels=bottleneck_channels,
+                bottleneck_channels=resnets.NUM_GROUPS * resnets.WIDTH_PER_GROUP * 2**index,
                 num_groups=resnets.NUM_GROUPS,
+                norm=norm,
                 stride_in_1x1=resnets.STRIDE_IN_1X1,
-                dilation=dilation,
-                **block_kwargs,
+                dilation=resnets.RES5_DILATION if index == 3 else 1,
+                **layout,
             )
-        stages.append(stage)
-        in_channels = out_channels
-        out_channels *= 2
-        bottleneck_channels *= 2
+        )
     return ResNet(
         stem,
         stages,

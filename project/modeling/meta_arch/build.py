@@ -22,3 +22,6 @@ def build_model(cfg) -> nn.Module:
     model.to(torch.device(resolve_device(cfg.MODEL.DEVICE)))
     logger.info("Built %s with %d parameters", cfg.MODEL.META_ARCHITECTURE, sum(p.numel() for p in model.parameters()))
     return model
+
+
+__all__ = ["META_ARCH_REGISTRY", "build_model"]

@@ -3,51 +3,90 @@ input/output contract."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ...config import configurable
 from ...structures import ImageList, Instances
-from ..backbone import build_backbone
+from ..backbone import Backbone, build_backbone
 from ..postprocessing import check_pred_mask_format, detector_postprocess
 from ..proposal_generator import build_proposal_generator
 from ..registry import META_ARCH_REGISTRY
 from ..roi_heads import build_roi_heads
+from ..roi_heads.mask_head import check_vis_period
 
 BatchedInputs = List[Dict[str, Any]]
 
 
 @META_ARCH_REGISTRY.register()
 class GeneralizedRCNN(nn.Module):
-    """Mask R-CNN and its relatives.
+    """Mask R-CNN and its relatives: ``backbone`` features, ``proposal_generator`` proposals
+    (or, when it is None, each input's precomputed ``"proposals"``) and ``roi_heads`` detections.
 
     Called with a list of dicts, one per image: ``"image"`` a (C, H, W) tensor in
-    ``INPUT.FORMAT`` channel order on the 0-255 scale; optionally ``"height"``/``"width"``, the
-    size to report results at (the original image's); and in training ``"instances"`` with
+    ``input_format`` channel order on the 0-255 scale, normalised with ``pixel_mean`` and
+    ``pixel_std`` (one value per channel); optionally ``"height"``/``"width"``, the size to
+    report results at (the original image's); and in training ``"instances"`` with
     ``gt_boxes``, ``gt_classes`` (and ``gt_masks``) in the frame of ``"image"``.
 
     Returns, in training, a dict of scalar losses; in inference, one ``{"instances": Instances}``
     per image with ``pred_boxes``, ``scores``, ``pred_classes`` and, with masks on,
-    ``pred_masks``: (N, height, width) booleans, or with ``pred_mask_format`` "crop"
-    (``TEST.PRED_MASK_FORMAT``) the same masks as a ``CroppedBitMasks``.
+    ``pred_masks``: (N, height, width) booleans, or with ``pred_mask_format`` "crop" the same
+    masks as a ``CroppedBitMasks``. ``channels_last`` lays the convolutions' weights and the
+    images out channels-last (the same results, faster on GPUs). ``vis_period`` must be 0.
+
+    From a config: the registered components ``MODEL.BACKBONE``, ``MODEL.PROPOSAL_GENERATOR``
+    and ``MODEL.ROI_HEADS`` (built in that order), ``MODEL.PIXEL_MEAN``/``PIXEL_STD``,
+    ``INPUT.FORMAT``, ``TEST.PRED_MASK_FORMAT`` and ``MODEL.CHANNELS_LAST``.
     """
 
-    def __init__(self, cfg):
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: Optional[nn.Module],
+        roi_heads: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: Optional[str] = None,
+        vis_period: int = 0,
+        pred_mask_format: str = "bitmask",
+        channels_last: bool = False,
+    ):
         super().__init__()
-        self.backbone = build_backbone(cfg)
-        self.proposal_generator = build_proposal_generator(cfg, self.backbone.output_shape())
-        self.roi_heads = build_roi_heads(cfg, self.backbone.output_shape())
-        mean, std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
-        if len(mean) != len(std):
-            raise ValueError(f"MODEL.PIXEL_MEAN has {len(mean)} values but MODEL.PIXEL_STD has {len(std)}")
-        self.register_buffer("pixel_mean", torch.tensor(list(mean)).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(list(std)).view(-1, 1, 1), persistent=False)
-        self.input_format = cfg.INPUT.FORMAT
-        self.pred_mask_format = check_pred_mask_format(cfg.TEST.PRED_MASK_FORMAT)
-        self.channels_last = cfg.MODEL.CHANNELS_LAST
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+        self.roi_heads = roi_heads
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(
+                f"pixel_mean (MODEL.PIXEL_MEAN) has {len(pixel_mean)} values but pixel_std (MODEL.PIXEL_STD) has "
+                f"{len(pixel_std)}: give one of each per image channel"
+            )
+        self.register_buffer("pixel_mean", torch.tensor(list(pixel_mean)).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(list(pixel_std)).view(-1, 1, 1), persistent=False)
+        self.input_format = input_format
+        self.vis_period = check_vis_period(vis_period)
+        self.pred_mask_format = check_pred_mask_format(pred_mask_format)
+        self.channels_last = channels_last
         if self.channels_last:  # every 4-D weight: backbone, RPN head and the mask head's convolutions
             self.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict[str, Any]:
+        backbone = build_backbone(cfg)
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(cfg, backbone.output_shape()),
+            "roi_heads": build_roi_heads(cfg, backbone.output_shape()),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "pred_mask_format": cfg.TEST.PRED_MASK_FORMAT,
+            "channels_last": cfg.MODEL.CHANNELS_LAST,
+        }
 
     @property
     def device(self) -> torch.device:
@@ -67,9 +106,24 @@ class GeneralizedRCNN(nn.Module):
             raise ValueError("in training every input dict needs 'instances' (the ground truth)")
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         features = self._backbone_features(images)
-        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        proposals, proposal_losses = self._proposals(images, features, batched_inputs, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         return {**detector_losses, **proposal_losses}
+
+    def _proposals(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        batched_inputs: BatchedInputs,
+        gt_instances: Optional[List[Instances]],
+    ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
+        """Per image, the proposals and, in training, the proposal generator's losses; without a
+        proposal generator, each input's ``"proposals"`` (precomputed) and no losses."""
+        if self.proposal_generator is not None:
+            return self.proposal_generator(images, features, gt_instances)
+        if any("proposals" not in x for x in batched_inputs):
+            raise ValueError("a GeneralizedRCNN without a proposal generator needs 'proposals' in every input dict")
+        return [x["proposals"].to(self.device) for x in batched_inputs], {}
 
     def inference(
         self,
@@ -83,19 +137,23 @@ class GeneralizedRCNN(nn.Module):
         if self.training:
             raise RuntimeError("GeneralizedRCNN.inference needs eval mode (call model.eval())")
         images = self.preprocess_image(batched_inputs)
-        detections = self._detect(images, self._backbone_features(images), detected_instances)
+        detections = self._detect(images, self._backbone_features(images), batched_inputs, detected_instances)
         if do_postprocess:
             return self._postprocess(detections, batched_inputs, images.image_sizes)
         return detections
 
     def _detect(
-        self, images: ImageList, features: Dict[str, torch.Tensor], given: Optional[List[Instances]]
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        batched_inputs: BatchedInputs,
+        given: Optional[List[Instances]],
     ) -> List[Instances]:
-        """Per image, detections in the frame of the preprocessed images: found from the RPN's
+        """Per image, detections in the frame of the preprocessed images: found from the
         proposals, or, for ``given`` boxes and classes, completed by the remaining heads."""
         if given is not None:
             return self.roi_heads.forward_with_given_boxes(features, [x.to(self.device) for x in given])
-        proposals, _ = self.proposal_generator(images, features, None)
+        proposals, _ = self._proposals(images, features, batched_inputs, None)
         return self.roi_heads(images, features, proposals, None)[0]
 
     def _checked_image(self, i: int, x: Dict[str, Any]) -> torch.Tensor:
@@ -108,9 +166,8 @@ class GeneralizedRCNN(nn.Module):
         channels = self.pixel_mean.shape[0]
         if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != channels:
             shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
-            raise ValueError(
-                f"input {i}: 'image' must be a ({channels}, H, W) tensor in {self.input_format} order, got {shape}"
-            )
+            order = f" in {self.input_format} order" if self.input_format else ""
+            raise ValueError(f"input {i}: 'image' must be a ({channels}, H, W) tensor{order}, got {shape}")
         if image.numel() == 0:
             raise ValueError(
                 f"input {i}: 'image' has no pixels (shape {tuple(image.shape)}); an empty crop or slice gives this: "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 
@@ -55,10 +55,18 @@ def find_top_rpn_proposals(
     ]
 
 
+def _at_most(count: Union[int, torch.Tensor], cap: int) -> Union[int, torch.Tensor]:
+    """``min(count, cap)`` for a tensor size ``count``; while tracing, sizes are 0-dim tensors and
+    the minimum stays a traced operation, so the trace also fits inputs of other sizes."""
+    if isinstance(count, torch.Tensor):
+        return count.clamp(max=cap)
+    return min(count, cap)
+
+
 def _level_top_k(boxes: torch.Tensor, logits: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` (at most all) highest-scoring of one level's (N, R, 4) boxes and (N, R) logits,
     per image, best first: (N, k, 4) boxes and (N, k) logits."""
-    top_logits, index = logits.topk(min(k, logits.shape[1]), dim=1)
+    top_logits, index = logits.topk(_at_most(logits.shape[1], k), dim=1)
     top_boxes = boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, boxes.shape[-1]))
     return top_boxes, top_logits
 
@@ -101,15 +109,36 @@ def add_ground_truth_to_proposals(
     ROI heads always see well-placed foreground, even while the RPN still proposes badly.
 
     ``targets`` holds one ``Boxes``, or Instances with ``gt_boxes``, per image; ``proposals``
-    one Instances with ``proposal_boxes`` and ``objectness_logits`` per image. The added boxes
-    get the logit ``GT_OBJECTNESS_LOGIT``.
+    one Instances per image (see ``add_ground_truth_to_proposals_single_image`` for its fields).
     """
     if len(targets) != len(proposals):
         raise ValueError(f"{len(targets)} images of ground truth but {len(proposals)} images of proposals")
-    return [_append_as_proposals(p, t.gt_boxes if isinstance(t, Instances) else t) for t, p in zip(targets, proposals)]
+    return [add_ground_truth_to_proposals_single_image(t, p) for t, p in zip(targets, proposals)]
 
 
-def _append_as_proposals(proposals: Instances, boxes: Boxes) -> Instances:
-    logits = torch.full((len(boxes),), GT_OBJECTNESS_LOGIT, device=boxes.device)
-    extra = Instances(proposals.image_size, proposal_boxes=boxes, objectness_logits=logits)
+def add_ground_truth_to_proposals_single_image(gt: Union[Instances, Boxes], proposals: Instances) -> Instances:
+    """One image's ``proposals`` followed by one proposal per ground-truth box, with the fields
+    of ``proposals`` only: ``proposal_boxes`` are the gt boxes, ``objectness_logits`` are
+    ``GT_OBJECTNESS_LOGIT``, and any other field is copied from the gt field of the same name.
+
+    Raises AssertionError (the type Detectron2 raises) when ``gt`` lacks one of those fields.
+    """
+    gt_fields = {"gt_boxes": gt} if isinstance(gt, Boxes) else gt.get_fields()
+    extra = Instances(proposals.image_size)
+    for name in proposals.get_fields():
+        extra.set(name, _ground_truth_as_proposal_field(name, gt_fields))
     return Instances.cat([proposals, extra])
+
+
+def _ground_truth_as_proposal_field(name: str, gt_fields: Dict[str, Any]) -> Any:
+    boxes = gt_fields["gt_boxes"]
+    if name == "proposal_boxes":
+        return boxes
+    if name == "objectness_logits":
+        return torch.full((len(boxes),), GT_OBJECTNESS_LOGIT, device=boxes.device)
+    if name not in gt_fields:
+        raise AssertionError(
+            f"the proposals have a field {name!r} that the ground truth lacks (it has {sorted(gt_fields)}); "
+            "ground-truth boxes added as proposals need a value for every proposal field"
+        )
+    return gt_fields[name]

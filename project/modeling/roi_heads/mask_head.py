@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from fvcore.nn import weight_init
 from torch import nn
 from torch.nn import functional as F
 
+from ...config import configurable
 from ...layers import ShapeSpec, cat, conv3x3_norm_relu
+from ...layers.batch_norm import NormSpec
 from ...structures import Instances
 from ...utils.events import current_event_storage
 from ..registry import ROI_MASK_HEAD_REGISTRY
 
 
-def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances]) -> torch.Tensor:
+def check_vis_period(vis_period: int) -> int:
+    """``vis_period`` itself when it asks for no training visualisation (0 or less); a ValueError
+    otherwise, since this project's ``EventStorage`` records scalars only, not images."""
+    if vis_period > 0:
+        raise ValueError(
+            f"vis_period={vis_period} asks for training images in the event storage, which this project does not "
+            "record (it logs scalars only); use 0, and look at predictions with the predictor instead"
+        )
+    return vis_period
+
+
+def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances], vis_period: int = 0) -> torch.Tensor:
     """Mean binary cross-entropy between the logits of each RoI's ground-truth class
-    (R, K or 1, M, M) and its ground-truth mask cropped to the RoI and resized to M x M."""
+    (R, K or 1, M, M) and its ground-truth mask cropped to the RoI and resized to M x M.
+    ``instances`` are the foreground proposals with ``proposal_boxes``, ``gt_classes`` and
+    ``gt_masks``; ``vis_period`` must be 0 (see ``check_vis_period``)."""
+    check_vis_period(vis_period)
     side = pred_mask_logits.size(2)
     class_agnostic = pred_mask_logits.size(1) == 1
     gt_classes, gt_masks = [], []
@@ -71,29 +87,85 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Ins
         instances.pred_masks = p
 
 
-@ROI_MASK_HEAD_REGISTRY.register()
-class MaskRCNNConvUpsampleHead(nn.Module):
-    """``NUM_CONV`` 3x3 convs (``mask_fcn1``...), a 2x ``deconv``, and a 1x1 ``predictor`` with
-    one channel per class (or one if class-agnostic). Input (R, C, 14, 14); logits (R, K, 28, 28)."""
+class BaseMaskRCNNHead(nn.Module):
+    """What every mask head shares: ``forward`` runs ``layers`` (the subclass's network, pooled
+    features to (R, K or 1, M, M) logits), then the loss in training (``mask_rcnn_loss`` times
+    ``loss_weight``) or the predicted masks in inference (``mask_rcnn_inference``).
+    ``vis_period`` must be 0 (see ``check_vis_period``)."""
 
-    def __init__(self, cfg, input_shape: ShapeSpec):
+    @configurable
+    def __init__(self, *, loss_weight: float = 1.0, vis_period: int = 0):
         super().__init__()
-        head = cfg.MODEL.ROI_MASK_HEAD
-        num_classes = 1 if head.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        self.loss_weight = 1.0
+        self.loss_weight = loss_weight
+        self.vis_period = check_vis_period(vis_period)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec) -> Dict[str, Any]:
+        return {}
+
+    def layers(self, x: torch.Tensor) -> torch.Tensor:
+        """Mask logits from pooled features; each subclass defines its own."""
+        raise NotImplementedError(f"{type(self).__name__} must define layers(x), its network")
+
+    def forward(self, x: torch.Tensor, instances: List[Instances]) -> Dict[str, torch.Tensor] | List[Instances]:
+        """Training: ``{"loss_mask": ...}`` for the foreground proposals in ``instances``.
+        Inference: ``instances`` with ``pred_masks`` (N, 1, M, M) probabilities set."""
+        logits = self.layers(x)
+        if self.training:
+            return {"loss_mask": mask_rcnn_loss(logits, instances, self.vis_period) * self.loss_weight}
+        mask_rcnn_inference(logits, instances)
+        return instances
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
+    """3x3 convolutions (``mask_fcn1``...), a 2x ``deconv`` and a 1x1 ``predictor`` with one
+    channel per class (``num_classes``, 1 if class-agnostic). ``conv_dims`` are the output sizes
+    of the convolutions and, last, of the deconvolution (at least that one); ``conv_norm`` is the
+    convolutions' norm. Input (R, C, S, S); logits (R, num_classes, 2S, 2S).
+
+    From a config: ``NUM_CONV`` convolutions and the deconvolution of ``CONV_DIM`` channels,
+    ``NORM``, and ``CLS_AGNOSTIC_MASK`` of ``MODEL.ROI_MASK_HEAD``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        num_classes: int,
+        conv_dims: Sequence[int],
+        conv_norm: NormSpec = "",
+        loss_weight: float = 1.0,
+        vis_period: int = 0,
+    ):
+        super().__init__(loss_weight=loss_weight, vis_period=vis_period)
+        if not conv_dims:
+            raise ValueError("MaskRCNNConvUpsampleHead needs conv_dims to hold at least the deconvolution's channels")
         channels = input_shape.channels
         self.conv_norm_relus = []
-        for k in range(head.NUM_CONV):
-            conv = conv3x3_norm_relu(channels, head.CONV_DIM, head.NORM)
-            self.add_module(f"mask_fcn{k + 1}", conv)
+        for k, dim in enumerate(conv_dims[:-1], start=1):
+            conv = conv3x3_norm_relu(channels, dim, conv_norm)
+            self.add_module(f"mask_fcn{k}", conv)
             self.conv_norm_relus.append(conv)
-            channels = head.CONV_DIM
-        self.deconv = nn.ConvTranspose2d(channels, head.CONV_DIM, kernel_size=2, stride=2)
-        self.predictor = nn.Conv2d(head.CONV_DIM, num_classes, kernel_size=1)
+            channels = dim
+        self.deconv = nn.ConvTranspose2d(channels, conv_dims[-1], kernel_size=2, stride=2)
+        self.predictor = nn.Conv2d(conv_dims[-1], num_classes, kernel_size=1)
         for layer in self.conv_norm_relus + [self.deconv]:
             weight_init.c2_msra_fill(layer)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.constant_(self.predictor.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec) -> Dict[str, Any]:
+        head = cfg.MODEL.ROI_MASK_HEAD
+        return {
+            **super().from_config(cfg, input_shape),
+            "input_shape": input_shape,
+            "num_classes": 1 if head.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "conv_dims": [head.CONV_DIM] * (head.NUM_CONV + 1),
+            "conv_norm": head.NORM,
+        }
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """Mask logits (R, K, 2S, 2S) from pooled features (R, C, S, S)."""
@@ -101,16 +173,17 @@ class MaskRCNNConvUpsampleHead(nn.Module):
             x = conv(x)
         return self.predictor(F.relu(self.deconv(x)))
 
-    def forward(self, x: torch.Tensor, instances: List[Instances]) -> Dict[str, torch.Tensor] | List[Instances]:
-        """Training: ``{"loss_mask": ...}`` for the foreground proposals in ``instances``.
-        Inference: ``instances`` with ``pred_masks`` (N, 1, M, M) probabilities set."""
-        logits = self.layers(x)
-        if self.training:
-            return {"loss_mask": mask_rcnn_loss(logits, instances) * self.loss_weight}
-        mask_rcnn_inference(logits, instances)
-        return instances
-
 
 def build_mask_head(cfg, input_shape: ShapeSpec) -> nn.Module:
-    """The mask head named by ``MODEL.ROI_MASK_HEAD.NAME``."""
+    """The mask head named by ``MODEL.ROI_MASK_HEAD.NAME``, built as ``cls(cfg, input_shape)``."""
     return ROI_MASK_HEAD_REGISTRY.get(cfg.MODEL.ROI_MASK_HEAD.NAME)(cfg, input_shape)
+
+
+__all__ = [
+    "ROI_MASK_HEAD_REGISTRY",
+    "BaseMaskRCNNHead",
+    "MaskRCNNConvUpsampleHead",
+    "build_mask_head",
+    "mask_rcnn_inference",
+    "mask_rcnn_loss",
+]
