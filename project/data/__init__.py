@@ -7,6 +7,7 @@ registration reads no file.
 from . import transforms
 from .bad_input import BadAnnotationError, bad_annotation_policy
 from .build import (
+    build_batch_data_loader,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -48,6 +49,7 @@ __all__ = [
     "ToIterableDataset",
     "TrainingSampler",
     "bad_annotation_policy",
+    "build_batch_data_loader",
     "build_detection_test_loader",
     "build_detection_train_loader",
     "build_mapper",

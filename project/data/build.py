@@ -14,14 +14,13 @@ import torch.utils.data as torchdata
 from omegaconf import DictConfig
 from tabulate import tabulate
 
-from project.utils import comm
-
-from .bad_input import BadInputLog, bad_annotation_policy, describe_counts, skipped_when_loaded
+from ..config import configurable
+from ..utils import comm
+from .bad_input import bad_annotation_policy, describe_counts, skipped_when_loaded
 from .catalog import DatasetCatalog, MetadataCatalog
 from .common import (
     AspectRatioGroupedDataset,
     BadInputLoader,
-    CollatedBatches,
     DatasetFromList,
     MapDataset,
     ToIterableDataset,
@@ -46,21 +45,30 @@ def print_instances_class_histogram(dataset_dicts: Sequence[Dict[str, Any]], cla
     logger.info("Instances per class:\n%s", tabulate(rows, headers=["class", "instances"], tablefmt="pipe"))
 
 
+def _load_datasets(names: Sequence[str], on_bad_annotation: Optional[str]) -> List[Any]:
+    """What each registered dataset of ``names`` returns (lists of dicts, or torch datasets),
+    loaded under the bad-input policy ``on_bad_annotation`` (the current one when None)."""
+    with bad_annotation_policy(on_bad_annotation) if on_bad_annotation else contextlib.nullcontext():
+        return [DatasetCatalog.get(name) for name in names]
+
+
 def get_detection_dataset_dicts(
     names: Union[str, Sequence[str]], filter_empty: bool = True, *, on_bad_annotation: Optional[str] = None
-) -> List[Dict[str, Any]]:
+) -> Union[List[Dict[str, Any]], torchdata.Dataset]:
     """The dataset dicts of the registered datasets ``names``, concatenated.
 
     With ``filter_empty``, images without any non-crowd annotation are dropped (and counted in
     the log). The datasets must share their classes. ``on_bad_annotation`` sets the bad-input
-    policy of the loaders that have none of their own.
+    policy of the loaders that have none of their own. Datasets registered as torch datasets
+    (map-style or iterable) are returned as they are (chained when several), unread.
     """
     if isinstance(names, str):
         names = [names]
     if not names:
         raise ValueError("no dataset names given (cfg.DATASETS.TRAIN / TEST is empty?)")
-    with bad_annotation_policy(on_bad_annotation) if on_bad_annotation else contextlib.nullcontext():
-        per_dataset = [DatasetCatalog.get(name) for name in names]
+    per_dataset = _load_datasets(names, on_bad_annotation)
+    if isinstance(per_dataset[0], torchdata.Dataset):
+        return per_dataset[0] if len(per_dataset) == 1 else torchdata.ConcatDataset(per_dataset)
     for name, dicts in zip(names, per_dataset):
         if not dicts:
             raise ValueError(f"dataset '{name}' is empty")
@@ -109,7 +117,69 @@ def worker_init_reset_seed(worker_id: int) -> None:
     torch.manual_seed(seed)
 
 
-def _train_sampler(cfg: DictConfig, dataset_dicts: Sequence[Dict[str, Any]], start: int):
+def _per_process_batch_size(total_batch_size: int) -> int:
+    """``total_batch_size`` split evenly over the processes; ``ValueError`` unless it splits."""
+    world_size = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world_size:
+        raise ValueError(
+            f"total batch size {total_batch_size} must be a positive multiple of the {world_size} processes"
+        )
+    return total_batch_size // world_size
+
+
+def build_batch_data_loader(
+    dataset: torchdata.Dataset,
+    sampler: Optional[torchdata.Sampler],
+    total_batch_size: Optional[int],
+    *,
+    aspect_ratio_grouping: bool = False,
+    num_workers: int = 0,
+    collate_fn: Optional[Callable[[List[Any]], Any]] = None,
+    drop_last: bool = True,
+    single_gpu_batch_size: Optional[int] = None,
+    seed: Optional[int] = None,
+    **kwargs: Any,
+) -> Iterable:
+    """Batches (lists, or what ``collate_fn`` makes of them) of the items of ``dataset``: read in
+    ``sampler``'s order for a map-style dataset; an iterable one (``sampler=None``) in its own.
+
+    The batch size per process is ``single_gpu_batch_size``, or ``total_batch_size`` split
+    evenly over the processes (give one of the two). With ``aspect_ratio_grouping`` a batch
+    holds only landscape or only portrait images (incomplete batches are never yielded);
+    otherwise ``drop_last`` drops the last incomplete batch. With several workers, each reads
+    the sampler's indices a batch (or, when grouping, an item) at a time in turn, so the
+    batches keep the sampler's order. ``seed`` seeds the generator from which the workers'
+    seeds are drawn (torch's global one when None); ``kwargs`` go to the ``DataLoader``.
+    """
+    if single_gpu_batch_size and total_batch_size:
+        raise ValueError("give total_batch_size or single_gpu_batch_size, not both")
+    batch_size = single_gpu_batch_size or _per_process_batch_size(total_batch_size)
+    if isinstance(dataset, torchdata.IterableDataset):
+        if sampler is not None:
+            raise ValueError("an iterable dataset has its own order: pass sampler=None")
+    else:
+        dataset = ToIterableDataset(dataset, sampler, shard_chunk_size=1 if aspect_ratio_grouping else batch_size)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    common = {"num_workers": num_workers, "worker_init_fn": worker_init_reset_seed, "generator": generator, **kwargs}
+    if not aspect_ratio_grouping:
+        return BadInputLoader(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            collate_fn=collate_fn or trivial_batch_collator,
+            **common,
+        )
+    if not drop_last:
+        raise ValueError("aspect ratio grouping never yields incomplete batches: it needs drop_last=True")
+    batches = AspectRatioGroupedDataset(
+        BadInputLoader(dataset, batch_size=None, collate_fn=trivial_batch_collator, **common), batch_size
+    )
+    return batches if collate_fn is None else MapDataset(batches, collate_fn)
+
+
+def _train_sampler(cfg: DictConfig, dataset_dicts: Sequence[Dict[str, Any]], start: int) -> torchdata.Sampler:
+    """The sampler ``cfg.DATALOADER.SAMPLER_TRAIN`` names, seeded by ``cfg.SEED`` (random
+    when negative), its first ``start`` indices skipped."""
     name = cfg.DATALOADER.SAMPLER_TRAIN
     seed = cfg.SEED if cfg.SEED >= 0 else None
     if name == "TrainingSampler":
@@ -122,31 +192,67 @@ def _train_sampler(cfg: DictConfig, dataset_dicts: Sequence[Dict[str, Any]], sta
     raise ValueError(f"DATALOADER.SAMPLER_TRAIN must be one of {SAMPLERS}, got {name!r}")
 
 
-def _mapper_bad_input(mapper: Any) -> Optional[BadInputLog]:
-    log = getattr(mapper, "bad_input", None)
-    return log if isinstance(log, BadInputLog) else None
-
-
-def build_detection_train_loader(
-    cfg: Optional[DictConfig] = None,
+def _train_loader_from_config(
+    cfg: DictConfig,
     mapper: Optional[Callable[[Dict[str, Any]], Any]] = None,
     *,
-    dataset: Optional[Union[Sequence[Dict[str, Any]], torchdata.Dataset]] = None,
+    dataset: Optional[Any] = None,
     sampler: Optional[torchdata.Sampler] = None,
     total_batch_size: Optional[int] = None,
-    aspect_ratio_grouping: Optional[bool] = None,
-    num_workers: Optional[int] = None,
+    start_batch: int = 0,
+) -> Dict[str, Any]:
+    """The arguments of ``build_detection_train_loader`` that ``cfg`` implies: it registers
+    ``cfg.DATASETS.REGISTER`` and loads ``cfg.DATASETS.TRAIN`` (unless ``dataset`` is given),
+    and uses the mapper of ``cfg.INPUT.MAPPER_NAME``, ``cfg.SOLVER.IMS_PER_BATCH``,
+    ``cfg.DATALOADER`` and ``cfg.SEED``. The sampler built here (none for an iterable
+    dataset) starts at ``start_batch``."""
+    if dataset is None:
+        register_datasets_from_config(cfg)
+        dataset = get_detection_dataset_dicts(
+            list(cfg.DATASETS.TRAIN),
+            cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            on_bad_annotation=cfg.DATALOADER.ON_BAD_ANNOTATION,
+        )
+        check_num_classes(cfg, list(cfg.DATASETS.TRAIN))
+    mapper = mapper if mapper is not None else build_mapper(cfg, True)
+    total_batch_size = total_batch_size or cfg.SOLVER.IMS_PER_BATCH
+    if sampler is None and not isinstance(dataset, torchdata.IterableDataset):
+        sampler = _train_sampler(cfg, dataset, start_batch * _per_process_batch_size(total_batch_size))
+        start_batch = 0  # the sampler starts there
+    return {
+        "dataset": dataset,
+        "mapper": mapper,
+        "sampler": sampler,
+        "total_batch_size": total_batch_size,
+        "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "start_batch": start_batch,
+    }
+
+
+@configurable(from_config=_train_loader_from_config)
+def build_detection_train_loader(
+    dataset: Union[Sequence[Dict[str, Any]], torchdata.Dataset],
+    *,
+    mapper: Optional[Callable[[Any], Any]],
+    sampler: Optional[torchdata.Sampler] = None,
+    total_batch_size: int,
+    aspect_ratio_grouping: bool = True,
+    num_workers: int = 0,
     collate_fn: Optional[Callable[[List[Any]], Any]] = None,
     start_batch: int = 0,
+    **kwargs: Any,
 ) -> Iterable:
     """An endless iterable of training batches (lists of mapped dicts), ``total_batch_size``
     images split evenly over the processes.
 
-    From a config: ``build_detection_train_loader(cfg)`` registers ``cfg.DATASETS.REGISTER``,
-    loads ``cfg.DATASETS.TRAIN`` and uses the mapper of ``cfg.INPUT.MAPPER_NAME``,
-    ``cfg.SOLVER.IMS_PER_BATCH``, ``cfg.DATALOADER`` and ``cfg.SEED``. From explicit arguments:
-    ``build_detection_train_loader(dataset=dicts, mapper=..., total_batch_size=...)``;
-    explicit arguments override the config's.
+    From plain arguments: ``build_detection_train_loader(dicts, mapper=..., total_batch_size=2)``;
+    ``dataset`` is a list of dataset dicts or a torch dataset (map-style, read in the order of
+    ``sampler``, by default a ``TrainingSampler``; or iterable, with ``sampler=None``), and
+    ``mapper`` (None: none) maps each item. From a config: ``build_detection_train_loader(cfg)``
+    (see ``_train_loader_from_config``); arguments given with it replace the config's.
+    ``kwargs`` go to ``build_batch_data_loader`` (and on to the ``DataLoader``); workers are
+    persistent unless ``persistent_workers=False`` is among them.
 
     ``start_batch`` is the number of batches a previous run already took from this stream
     (to resume it): the sampler skips their indices. The continuation is exact, batch for
@@ -154,103 +260,92 @@ def build_detection_train_loader(
     augmentations then draw from the main process's generators, which checkpoints restore)
     and without aspect-ratio grouping, or with it when all images fall in one group; grouping
     otherwise holds images back in its buffers, so a run continues close to, not exactly at,
-    where it stopped. It needs the sampler built here (``sampler=None``).
+    where it stopped. It needs the default sampler of a map-style dataset (``sampler=None``).
 
     Bad input met while mapping: a ``BadAnnotationError`` the mapper raises (the "error"
     policy) is raised as itself by the iteration, also when a worker process met it; what it
     skips it counts in its ``bad_input`` log, which ``loader_bad_input`` finds from the result
     and ``log_training_bad_input`` reports.
     """
-    if sampler is not None and start_batch:
-        raise ValueError("build_detection_train_loader: start_batch needs sampler=None; start the given sampler itself")
-    if cfg is not None:
-        if dataset is None:
-            register_datasets_from_config(cfg)
-            dataset = get_detection_dataset_dicts(
-                list(cfg.DATASETS.TRAIN),
-                cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-                on_bad_annotation=cfg.DATALOADER.ON_BAD_ANNOTATION,
-            )
-            check_num_classes(cfg, list(cfg.DATASETS.TRAIN))
-        mapper = mapper if mapper is not None else build_mapper(cfg, True)
-        total_batch_size = total_batch_size or cfg.SOLVER.IMS_PER_BATCH
-        aspect_ratio_grouping = (
-            cfg.DATALOADER.ASPECT_RATIO_GROUPING if aspect_ratio_grouping is None else aspect_ratio_grouping
-        )
-        num_workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
-    if dataset is None or mapper is None or total_batch_size is None:
-        raise ValueError("build_detection_train_loader needs a cfg, or dataset, mapper and total_batch_size")
-    world_size = comm.get_world_size()
-    if total_batch_size <= 0 or total_batch_size % world_size:
-        raise ValueError(
-            f"total batch size {total_batch_size} must be a positive multiple of the {world_size} processes"
-        )
-    batch_size = total_batch_size // world_size
-    if aspect_ratio_grouping is None:
-        aspect_ratio_grouping = True
-    if sampler is None:
-        start = start_batch * batch_size
-        sampler = _train_sampler(cfg, dataset, start) if cfg is not None else TrainingSampler(len(dataset), start=start)
     if isinstance(dataset, list):
-        dataset = DatasetFromList(dataset)
-    stream = ToIterableDataset(MapDataset(dataset, mapper, pass_errors=True), sampler)
-    num_workers = num_workers or 0
-    common = {
-        "num_workers": num_workers,
-        "worker_init_fn": worker_init_reset_seed,
-        "persistent_workers": num_workers > 0,
-        "bad_input": _mapper_bad_input(mapper),
-    }
-    if aspect_ratio_grouping:
-        loader = BadInputLoader(stream, batch_size=None, collate_fn=trivial_batch_collator, **common)
-        batches = AspectRatioGroupedDataset(loader, batch_size)
-        return batches if collate_fn is None else CollatedBatches(batches, collate_fn)
-    return BadInputLoader(
-        stream, batch_size=batch_size, drop_last=True, collate_fn=collate_fn or trivial_batch_collator, **common
+        dataset = DatasetFromList(dataset, copy=False)
+    if mapper is not None:
+        dataset = MapDataset(dataset, mapper, pass_errors=True)
+    iterable = isinstance(dataset, torchdata.IterableDataset)
+    if start_batch and (sampler is not None or iterable):
+        raise ValueError(
+            "build_detection_train_loader: start_batch needs the default sampler (sampler=None) of a map-style "
+            "dataset; start a given sampler itself"
+        )
+    if sampler is None and not iterable:
+        sampler = TrainingSampler(len(dataset), start=start_batch * _per_process_batch_size(total_batch_size))
+    kwargs.setdefault("persistent_workers", num_workers > 0)
+    return build_batch_data_loader(
+        dataset,
+        sampler,
+        total_batch_size,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        **kwargs,
     )
 
 
+def _test_loader_from_config(
+    cfg: DictConfig, dataset_name: Union[str, Sequence[str]], mapper: Optional[Callable[[Any], Any]] = None
+) -> Dict[str, Any]:
+    """The arguments of ``build_detection_test_loader`` for the datasets ``dataset_name``
+    (registered from ``cfg.DATASETS.REGISTER`` if needed, nothing filtered), mapped by the
+    inference mapper of ``cfg.INPUT.MAPPER_NAME`` unless ``mapper`` is given."""
+    register_datasets_from_config(cfg)
+    dataset = get_detection_dataset_dicts(
+        dataset_name, filter_empty=False, on_bad_annotation=cfg.DATALOADER.ON_BAD_ANNOTATION
+    )
+    return {
+        "dataset": dataset,
+        "mapper": mapper if mapper is not None else build_mapper(cfg, False),
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+@configurable(from_config=_test_loader_from_config)
 def build_detection_test_loader(
-    cfg: Optional[DictConfig] = None,
-    dataset_name: Optional[Union[str, Sequence[str]]] = None,
-    mapper: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    dataset: Union[Sequence[Dict[str, Any]], torchdata.Dataset],
     *,
-    dataset: Optional[Union[Sequence[Dict[str, Any]], torchdata.Dataset]] = None,
+    mapper: Optional[Callable[[Any], Any]],
+    sampler: Optional[torchdata.Sampler] = None,
     batch_size: int = 1,
-    num_workers: Optional[int] = None,
+    num_workers: int = 0,
     collate_fn: Optional[Callable[[List[Any]], Any]] = None,
 ) -> torchdata.DataLoader:
-    """A loader over every image of a dataset once, in order, split into one contiguous shard
-    per process (``InferenceSampler``), in batches (lists) of ``batch_size`` mapped dicts.
+    """A loader over every item of ``dataset`` once, in batches (lists) of ``batch_size``
+    mapped items, the last one possibly smaller.
 
-    From a config: ``build_detection_test_loader(cfg, "coco_2017_val")`` (nothing filtered,
-    the inference mapper of ``cfg.INPUT.MAPPER_NAME``). From explicit arguments:
-    ``build_detection_test_loader(dataset=dicts, mapper=...)``.
+    ``dataset`` is a list of dataset dicts or a torch dataset: a map-style one is read in the
+    order of ``sampler``, by default an ``InferenceSampler`` (one contiguous shard per
+    process); an iterable one (``sampler=None``) in its own. ``mapper`` (None: none) maps each
+    item. From a config: ``build_detection_test_loader(cfg, "coco_2017_val")`` (see
+    ``_test_loader_from_config``).
 
     An image the mapper cannot read raises its ``BadAnnotationError`` from the iteration, also
     when a worker process met it (``DatasetMapper`` never skips an image in inference).
     """
-    if cfg is not None:
-        if dataset is None:
-            if dataset_name is None:
-                raise ValueError("build_detection_test_loader(cfg, dataset_name): dataset_name is missing")
-            register_datasets_from_config(cfg)
-            dataset = get_detection_dataset_dicts(
-                dataset_name, filter_empty=False, on_bad_annotation=cfg.DATALOADER.ON_BAD_ANNOTATION
-            )
-        mapper = mapper if mapper is not None else build_mapper(cfg, False)
-        num_workers = cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers
-    if dataset is None or mapper is None:
-        raise ValueError("build_detection_test_loader needs a cfg and a dataset name, or dataset and mapper")
     if isinstance(dataset, list):
-        dataset = DatasetFromList(dataset)
+        dataset = DatasetFromList(dataset, copy=False)
+    if mapper is not None:
+        dataset = MapDataset(dataset, mapper, pass_errors=True)
+    if isinstance(dataset, torchdata.IterableDataset):
+        if sampler is not None:
+            raise ValueError("an iterable dataset has its own order: pass sampler=None")
+    elif sampler is None:
+        sampler = InferenceSampler(len(dataset))
     return BadInputLoader(
-        MapDataset(dataset, mapper, pass_errors=True),
+        dataset,
         batch_size=batch_size,
-        sampler=InferenceSampler(len(dataset)),
-        num_workers=num_workers or 0,
+        sampler=sampler,
+        drop_last=False,
+        num_workers=num_workers,
         collate_fn=collate_fn or trivial_batch_collator,
-        bad_input=_mapper_bad_input(mapper),
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import copy as copying
+import inspect
 import logging
 import pickle
 import random
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch.utils.data as data
@@ -16,49 +18,96 @@ from .bad_input import BadAnnotationError, BadInputLog
 logger = logging.getLogger(__name__)
 
 
-class DatasetFromList(data.Dataset):
-    """A list as a torch map-style dataset. With ``serialize`` (default) the items are pickled
-    into one numpy byte buffer: data loader workers then share it without the copy-on-access
-    memory growth that millions of Python objects cause, and every access returns a fresh
-    copy that the caller may modify."""
+class PickledList:
+    """A list stored as its items pickled into one numpy byte buffer: data loader workers share
+    it without the copy-on-access memory growth that millions of Python objects cause, and
+    every access returns a fresh copy that the caller may modify."""
 
-    def __init__(self, items: Sequence[Any], serialize: bool = True):
-        self._serialize = serialize
-        if serialize:
-            blobs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8) for x in items]
-            self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
-            self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
-            logger.info("Serialized %d dataset dicts into %.2f MiB", len(blobs), self._buffer.nbytes / 2**20)
-        else:
-            self._items = list(items)
+    def __init__(self, items: Sequence[Any]):
+        blobs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8) for x in items]
+        self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
+        self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
+        logger.info("Serialized %d dataset dicts into %.2f MiB", len(blobs), self._buffer.nbytes / 2**20)
 
     def __len__(self) -> int:
-        return len(self._ends) if self._serialize else len(self._items)
+        return len(self._ends)
 
     def __getitem__(self, index: int) -> Any:
-        if not self._serialize:
-            return self._items[index]
         start = 0 if index == 0 else int(self._ends[index - 1])
         return pickle.loads(memoryview(self._buffer[start : int(self._ends[index])]))
 
 
-class MapDataset(data.Dataset):
-    """``map_func`` applied to each item of a map-style dataset. When it returns None (an item
-    it skips, e.g. an unreadable image), another random index is tried instead.
+_default_serialize_method: Callable[[List[Any]], Sequence[Any]] = PickledList
 
-    With ``pass_errors``, a ``BadAnnotationError`` that ``map_func`` raises is returned as the
-    item instead: a data loader worker then hands it over as data, and the loaders of
-    ``project.data.build`` raise it in the process that iterates them (raised in the worker,
-    it would reach that process as a RuntimeError wrapping the worker's traceback)."""
 
-    def __init__(self, dataset: data.Dataset, map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
-        self._dataset = dataset
-        self._map_func = map_func
-        self._pass_errors = pass_errors
-        self._rng = random.Random(42)
+@contextlib.contextmanager
+def set_default_dataset_from_list_serialize_method(method: Callable[[List[Any]], Sequence[Any]]) -> Iterator[None]:
+    """Within the ``with`` block, ``DatasetFromList(..., serialize=True)`` stores its list as
+    ``method(list)`` (an indexable of the same length) instead of a ``PickledList``."""
+    global _default_serialize_method
+    previous, _default_serialize_method = _default_serialize_method, method
+    try:
+        yield
+    finally:
+        _default_serialize_method = previous
+
+
+class DatasetFromList(data.Dataset):
+    """A list as a torch map-style dataset.
+
+    ``serialize``: True (default) stores the list as the default serialize method makes it (a
+    ``PickledList``, whose accesses return fresh copies); a callable stores it as
+    ``serialize(list)``; False keeps the list itself, and then ``copy`` (default) makes every
+    access return a deep copy, so that callers may modify what they get.
+    """
+
+    def __init__(
+        self, lst: Sequence[Any], copy: bool = True, serialize: Union[bool, Callable[[List[Any]], Sequence[Any]]] = True
+    ):
+        if not isinstance(serialize, bool) and not callable(serialize):
+            raise TypeError(f"serialize must be a bool or a callable, got {type(serialize).__name__}")
+        self._copy = copy and serialize is False
+        if serialize is False:
+            self._items: Sequence[Any] = lst
+        else:
+            method = serialize if callable(serialize) else _default_serialize_method
+            self._items = method(list(lst))
 
     def __len__(self) -> int:
-        return len(self._dataset)
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self._items[index]
+        return copying.deepcopy(item) if self._copy else item
+
+
+def _needs_pickling_by_value(func: Any) -> bool:
+    """Whether pickle cannot store ``func`` by its module and name (a lambda or a function
+    defined inside another)."""
+    return inspect.isfunction(func) and "<" in func.__qualname__
+
+
+class _ByValue:
+    """A function that pickles with its code (cloudpickle), for the functions that pickle
+    cannot store by name; unpickling gives back the function itself."""
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+
+    def __reduce__(self):
+        import cloudpickle  # only needed when such a function is pickled
+
+        return cloudpickle.loads, (cloudpickle.dumps(self.func),)
+
+
+class _Mapping:
+    """What map-style and iterable mapped datasets share: applying the map function (with
+    ``pass_errors``, a ``BadAnnotationError`` it raises becomes the result), its bad-input
+    log, and pickling a lambda or local map function by value."""
+
+    dataset: Any
+    _map_func: Callable[[Any], Any]
+    _pass_errors: bool
 
     def _map(self, item: Any) -> Any:
         try:
@@ -68,51 +117,139 @@ class MapDataset(data.Dataset):
                 return error
             raise
 
+    @property
+    def bad_input(self) -> Optional[BadInputLog]:
+        """The map function's ``bad_input`` log (a ``DatasetMapper``'s); None when it has none."""
+        log = getattr(self._map_func, "bad_input", None)
+        return log if isinstance(log, BadInputLog) else None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(vars(self))
+        if _needs_pickling_by_value(self._map_func):
+            state["_map_func"] = _ByValue(self._map_func)
+        return state
+
+
+class MapDataset(_Mapping, data.Dataset):
+    """``map_func`` applied to each item of a dataset.
+
+    Over a map-style dataset: when ``map_func`` returns None (an item it skips, e.g. an
+    unreadable image), another random index is tried instead. Over an iterable dataset, the
+    result is an iterable dataset (a ``MappedIterableDataset``) that leaves such items out.
+
+    With ``pass_errors``, a ``BadAnnotationError`` that ``map_func`` raises is returned as the
+    item instead: a data loader worker then hands it over as data, and the loaders of
+    ``project.data.build`` raise it in the process that iterates them (raised in the worker,
+    it would reach that process as a RuntimeError wrapping the worker's traceback).
+
+    It pickles also with a lambda or a local function as ``map_func`` (stored by value).
+    """
+
+    def __new__(cls, dataset: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(dataset, data.IterableDataset):
+            return MappedIterableDataset(dataset, *args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, dataset: data.Dataset, map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
+        self.dataset = dataset
+        self._map_func = map_func
+        self._pass_errors = pass_errors
+        self._rng = random.Random(42)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
     def __getitem__(self, index: int) -> Any:
         for attempt in range(1, 101):
-            result = self._map(self._dataset[index])
+            result = self._map(self.dataset[index])
             if result is not None:
                 return result
             if attempt == 3:
                 logger.warning("mapping dataset item %d failed %d times; trying other items", index, attempt)
-            index = self._rng.randrange(len(self._dataset))
+            index = self._rng.randrange(len(self.dataset))
         raise RuntimeError("the mapper returned None for 100 items in a row; is every image unreadable?")
 
 
-class ToIterableDataset(data.IterableDataset):
-    """A map-style dataset read in the order of ``sampler``; in a DataLoader with several
-    workers, worker k of n takes every n-th index from the k-th on."""
+class MappedIterableDataset(_Mapping, data.IterableDataset):
+    """``map_func`` applied to each item of an iterable dataset, in order, leaving out the
+    items it maps to None (see ``MapDataset``, which builds it)."""
 
-    def __init__(self, dataset: data.Dataset, sampler: Iterable[int]):
+    def __init__(self, dataset: Iterable[Any], map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
         self.dataset = dataset
-        self.sampler = sampler
+        self._map_func = map_func
+        self._pass_errors = pass_errors
+
+    def __len__(self) -> int:
+        """The length of the underlying dataset (which counts the items left out too)."""
+        return len(self.dataset)
 
     def __iter__(self) -> Iterator[Any]:
-        info = data.get_worker_info()
-        indices: Iterable[int] = self.sampler
-        if info is not None and info.num_workers > 1:
-            indices = itertools.islice(self.sampler, info.id, None, info.num_workers)
+        for item in self.dataset:
+            result = self._map(item)
+            if result is not None:
+                yield result
+
+
+def _this_workers_share(indices: Iterable[int], chunk_size: int) -> Iterator[int]:
+    """``indices`` cut into chunks of ``chunk_size``; in a DataLoader with n > 1 workers,
+    worker k keeps chunks k, k + n, k + 2n, ... (so the workers' outputs, taken in turn,
+    restore the order when each worker yields a chunk at a time); elsewhere all of them."""
+    info = data.get_worker_info()
+    if info is None or info.num_workers == 1:
+        yield from indices
+        return
+    for position, index in enumerate(indices):
+        if (position // chunk_size) % info.num_workers == info.id:
+            yield index
+
+
+class ToIterableDataset(data.IterableDataset):
+    """A map-style dataset read in the order of ``sampler``.
+
+    With ``shard_sampler`` (default), in a DataLoader with n > 1 workers, worker k reads the
+    k-th, (k + n)-th, ... chunk of ``shard_chunk_size`` indices; pass False for a sampler that
+    already gives each worker its own indices. Its length is the sampler's.
+    """
+
+    def __init__(
+        self, dataset: data.Dataset, sampler: Iterable[int], shard_sampler: bool = True, shard_chunk_size: int = 1
+    ):
+        if isinstance(dataset, data.IterableDataset):
+            raise TypeError("ToIterableDataset takes a map-style dataset; this one is iterable already")
+        self.dataset = dataset
+        self.sampler = sampler
+        self.shard_sampler = shard_sampler
+        self.shard_chunk_size = shard_chunk_size
+
+    def __iter__(self) -> Iterator[Any]:
+        indices = _this_workers_share(self.sampler, self.shard_chunk_size) if self.shard_sampler else self.sampler
         for index in indices:
             yield self.dataset[index]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class AspectRatioGroupedDataset(data.IterableDataset):
     """Batches of ``batch_size`` mapped dicts whose images are all landscape (width > height)
-    or all portrait, so that padding a batch to one size wastes little."""
+    or all portrait, so that padding a batch to one size wastes little. An image's shape is
+    its ``image`` tensor's when present, else its ``height`` and ``width``. Dicts not yet
+    batched wait in ``_buckets`` for the next iteration."""
 
     def __init__(self, dataset: Iterable[Dict[str, Any]], batch_size: int):
         self.dataset = dataset
         self.batch_size = batch_size
+        self._buckets: List[List[Dict[str, Any]]] = [[], []]
 
     def __iter__(self) -> Iterator[List[Dict[str, Any]]]:
-        buckets: List[List[Dict[str, Any]]] = [[], []]
         for d in self.dataset:
             height, width = d["image"].shape[-2:] if "image" in d else (d["height"], d["width"])
-            bucket = buckets[0 if width > height else 1]
+            bucket = self._buckets[0 if width > height else 1]
             bucket.append(d)
             if len(bucket) == self.batch_size:
-                yield bucket[:]
-                bucket.clear()
+                batch = bucket[:]
+                bucket.clear()  # before yielding: the consumer may never resume this generator
+                yield batch
 
 
 class _ErrorPassingCollate:
@@ -131,14 +268,10 @@ class _ErrorPassingCollate:
 class BadInputLoader(data.DataLoader):
     """The ``DataLoader`` of ``project.data.build``'s loaders. Over a ``MapDataset(pass_errors=True)``
     (or a stream of one) it raises the ``BadAnnotationError`` that the mapper met in the process
-    iterating it, also when a worker process met it; ``bad_input`` is the mapper's log (None
-    when it has none)."""
+    iterating it, also when a worker process met it."""
 
-    def __init__(
-        self, dataset: Any, *, collate_fn: Callable[[Any], Any], bad_input: Optional[BadInputLog], **kwargs: Any
-    ):
+    def __init__(self, dataset: Any, *, collate_fn: Callable[[Any], Any], **kwargs: Any):
         super().__init__(dataset, collate_fn=_ErrorPassingCollate(collate_fn), **kwargs)
-        self.bad_input = bad_input
 
     def __iter__(self) -> Iterator[Any]:
         for batch in super().__iter__():
@@ -147,22 +280,14 @@ class BadInputLoader(data.DataLoader):
             yield batch
 
 
-class CollatedBatches:
-    """``collate_fn`` applied to every batch of ``dataset``, an iterable of batches (unlike
-    ``map``, it can be iterated again)."""
-
-    def __init__(self, dataset: Iterable[Any], collate_fn: Callable[[Any], Any]):
-        self.dataset = dataset
-        self.collate_fn = collate_fn
-
-    def __iter__(self) -> Iterator[Any]:
-        return map(self.collate_fn, self.dataset)
-
-
 def loader_bad_input(loader: Iterable) -> Optional[BadInputLog]:
-    """The ``bad_input`` log of the ``BadInputLoader`` that ``loader`` is or wraps (through
-    ``dataset`` attributes, as the loaders of ``project.data.build`` do); None for other
-    iterables."""
-    while loader is not None and not isinstance(loader, BadInputLoader):
-        loader = getattr(loader, "dataset", None)
-    return loader.bad_input if loader is not None else None
+    """The ``bad_input`` log of the mapper under ``loader``, found by following ``dataset``
+    attributes (of the loaders and datasets of ``project.data.build``) down to a mapped
+    dataset whose map function has one; None when there is none."""
+    node: Any = loader
+    while node is not None:
+        log = getattr(node, "bad_input", None)
+        if isinstance(log, BadInputLog):
+            return log
+        node = getattr(node, "dataset", None)
+    return None

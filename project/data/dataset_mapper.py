@@ -4,12 +4,14 @@ lets the config pick a mapper (``cfg.INPUT.MAPPER_NAME``)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from fvcore.common.registry import Registry
 from omegaconf import DictConfig
+
+from project.config.configurable import configurable
 
 from . import detection_utils as utils
 from . import transforms as T
@@ -42,11 +44,11 @@ class DatasetMapper:
     The output keeps the input's keys (``file_name``, ``image_id``, ``height`` and ``width`` of
     the original image) and adds ``image``: a (C, H, W) uint8 tensor of the transformed image.
     Masks stay small on dense images: RLE is decoded only inside each object's box and
-    transformed as a crop (see ``CroppedBitMasks``).
+    transformed as a crop (see ``CroppedBitMasks``). Keypoints in the annotations are ignored.
 
-    Build it from a config, ``DatasetMapper(cfg, is_train)``, or from explicit keywords,
-    ``DatasetMapper(is_train=True, augmentations=[...], image_format="BGR", ...)``; keywords
-    override the config's values.
+    Build it from plain arguments, ``DatasetMapper(is_train=True, augmentations=[...],
+    image_format="BGR", ...)``, or from a config, ``DatasetMapper(cfg, is_train)`` (keywords
+    given with the config replace the config's values).
 
     A missing, unreadable or wrongly sized image is bad input: in training with the "skip"
     policy the mapper logs it, counts it in ``bad_input`` (its copies in data loader workers
@@ -55,55 +57,50 @@ class DatasetMapper:
     would not be the test set's, so the error says to restore the file and evaluate again.
     """
 
+    @configurable
     def __init__(
         self,
-        cfg: Optional[DictConfig] = None,
-        is_train: bool = True,
+        is_train: bool,
         *,
-        augmentations: Optional[List[T.Augmentation]] = None,
-        image_format: Optional[str] = None,
-        use_instance_mask: Optional[bool] = None,
-        instance_mask_format: Optional[str] = None,
-        recompute_boxes: Optional[bool] = None,
+        augmentations: Sequence[Union[T.Augmentation, T.Transform]],
+        image_format: str = "BGR",
+        use_instance_mask: bool = False,
+        instance_mask_format: str = "polygon",
+        recompute_boxes: bool = False,
         on_bad_annotation: Optional[str] = None,
     ):
-        settings = self.from_config(cfg, is_train) if cfg is not None else {}
-        explicit = {
-            "augmentations": augmentations,
-            "image_format": image_format,
-            "use_instance_mask": use_instance_mask,
-            "instance_mask_format": instance_mask_format,
-            "recompute_boxes": recompute_boxes,
-            "on_bad_annotation": on_bad_annotation,
-        }
-        settings.update({k: v for k, v in explicit.items() if v is not None})
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(settings.get("augmentations", []))
-        self.image_format = settings.get("image_format", "BGR")
-        self.use_instance_mask = settings.get("use_instance_mask", False)
-        self.instance_mask_format = settings.get("instance_mask_format", "polygon")
-        self.recompute_boxes = settings.get("recompute_boxes", False)
-        if self.recompute_boxes and not self.use_instance_mask:
+        """``augmentations`` (or fixed transforms) apply in order; ``image_format`` is "BGR",
+        "RGB" or "L"; ``use_instance_mask`` keeps the segmentations as ``gt_masks`` in
+        ``instance_mask_format`` ("polygon" or "bitmask"); ``recompute_boxes`` replaces the
+        boxes by the masks' bounding boxes (after a crop, say); ``on_bad_annotation`` is the
+        bad-input policy ("skip" or "error"; None: the current one, see ``bad_input``)."""
+        if recompute_boxes and not use_instance_mask:
             raise ValueError("recompute_boxes needs instance masks (use_instance_mask=True)")
-        if self.instance_mask_format not in utils.MASK_FORMATS:
-            raise ValueError(
-                f"instance_mask_format must be one of {utils.MASK_FORMATS}, got {self.instance_mask_format!r}"
-            )
+        if instance_mask_format not in utils.MASK_FORMATS:
+            raise ValueError(f"instance_mask_format must be one of {utils.MASK_FORMATS}, got {instance_mask_format!r}")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.use_instance_mask = use_instance_mask
+        self.instance_mask_format = instance_mask_format
+        self.recompute_boxes = recompute_boxes
         mode = "training" if is_train else "inference"
-        policy = current_policy(settings.get("on_bad_annotation"))
-        self._bad_input = BadInputLog(f"DatasetMapper ({mode})", policy, logger, shared=True)
+        self._bad_input = BadInputLog(f"DatasetMapper ({mode})", current_policy(on_bad_annotation), logger, shared=True)
         self.num_images = 0
         self.num_empty_instances_dropped = 0
-        logger.info("DatasetMapper for %s, augmentations: %s", mode, self.augmentations.augmentations)
+        logger.info("DatasetMapper for %s, augmentations: %s", mode, self.augmentations)
 
-    @staticmethod
-    def from_config(cfg: DictConfig, is_train: bool = True) -> Dict[str, Any]:
-        """The constructor keywords that ``cfg`` implies."""
+    @classmethod
+    def from_config(cls, cfg: DictConfig, is_train: bool = True) -> Dict[str, Any]:
+        """The constructor arguments that ``cfg`` implies: ``build_augmentation``'s
+        augmentations, preceded by ``RandomCrop`` with ``INPUT.CROP.ENABLED`` in training; boxes
+        recomputed from the masks whenever training crops and masks are on."""
         augmentations = utils.build_augmentation(cfg, is_train)
         cropping = is_train and (cfg.INPUT.CROP.ENABLED or cfg.INPUT.LARGE_SCALE_JITTER.ENABLED)
         if is_train and cfg.INPUT.CROP.ENABLED:
             augmentations.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, list(cfg.INPUT.CROP.SIZE)))
         return {
+            "is_train": is_train,
             "augmentations": augmentations,
             "image_format": cfg.INPUT.FORMAT,
             "use_instance_mask": cfg.MODEL.MASK_ON,
@@ -131,9 +128,12 @@ class DatasetMapper:
         self._bad_input.report(error)
 
     def _instances(self, dataset_dict: Dict[str, Any], transforms: T.TransformList, input_size, image_size):
-        annos = [a for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0]
-        if not self.use_instance_mask:
-            annos = [{k: v for k, v in a.items() if k != "segmentation"} for a in annos]
+        unused = ("keypoints",) if self.use_instance_mask else ("keypoints", "segmentation")
+        annos = [
+            {k: v for k, v in a.items() if k not in unused}
+            for a in dataset_dict.pop("annotations")
+            if a.get("iscrowd", 0) == 0
+        ]
         annos = utils.transform_annotations(annos, transforms, image_size, input_size=input_size)
         instances = utils.annotations_to_instances(annos, image_size, self.instance_mask_format)
         if self.recompute_boxes:
@@ -165,7 +165,7 @@ class DatasetMapper:
         dataset_dict.setdefault("height", input_size[0])
         dataset_dict.setdefault("width", input_size[1])
         aug_input = T.AugInput(image)
-        transforms = aug_input.apply_augmentations(self.augmentations.augmentations)
+        transforms = self.augmentations(aug_input)
         image = aug_input.image
         image_size = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from project.structures import Boxes, BoxMode, Instances, PolygonMasks
+from project.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 
 from ..structures import CroppedBitMasks, MaskCrop
 from ..structures.rle import decode_crop
 from . import transforms as T
 from .bad_input import KIND_CORRUPT_IMAGE, KIND_IMAGE_SIZE, KIND_MISSING_IMAGE, BadAnnotationError
+from .transforms.augmentation_impl import ArgumentOutOfRangeError
 
 IMAGE_FORMATS = ("BGR", "RGB", "L")
 MASK_FORMATS = ("polygon", "bitmask")
@@ -241,14 +242,15 @@ def build_augmentation(cfg: DictConfig, is_train: bool) -> List[T.Augmentation]:
     return augs
 
 
-def segmentation_to_mask_crop(segmentation: Any, image_size: Tuple[int, int]) -> MaskCrop:
-    """A ``MaskCrop`` from an RLE dict, a full (H, W) mask array or a ``MaskCrop``."""
+def segmentation_to_mask_crop(segmentation: Any, image_size: Optional[Tuple[int, int]] = None) -> MaskCrop:
+    """A ``MaskCrop`` from an RLE dict, a full (H, W) mask array (which must be of
+    ``image_size`` when that is given) or a ``MaskCrop``."""
     if isinstance(segmentation, MaskCrop):
         return segmentation
     if isinstance(segmentation, dict):
         return decode_crop(segmentation)
     if isinstance(segmentation, np.ndarray):
-        if segmentation.shape != tuple(image_size):
+        if image_size is not None and segmentation.shape != tuple(image_size):
             raise ValueError(f"mask of shape {segmentation.shape} for a {image_size} image")
         return MaskCrop.from_array(segmentation)
     raise TypeError(f"cannot read a mask from a {type(segmentation).__name__}")
@@ -267,12 +269,38 @@ def boxes_xyxy(annos: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
 
 def _transform_segmentation(segm: Any, transforms: T.TransformList, resampler: Optional[T.MaskCropResampler]) -> Any:
+    """Polygons as a list of flat arrays; a mask as a ``MaskCrop`` through ``resampler``, or
+    without one as the full transformed array (an RLE decoded to uint8 first)."""
     if isinstance(segm, list):
         polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm]
         return [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
-    if resampler is None:
-        raise ValueError("transforming a mask needs the input image size (input_size) or a resampler")
-    return resampler(segmentation_to_mask_crop(segm, resampler.input_size))
+    if resampler is not None:
+        return resampler(segmentation_to_mask_crop(segm, resampler.input_size))
+    full = segm if isinstance(segm, np.ndarray) else segmentation_to_mask_crop(segm).to_array().astype(np.uint8)
+    return transforms.apply_segmentation(full)
+
+
+def transform_keypoint_annotations(
+    keypoints: Any,
+    transforms: T.TransformList,
+    image_size: Tuple[int, int],
+    keypoint_hflip_indices: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Keypoints (flat or (K, 3) ``[x, y, visibility]``) moved by ``transforms`` onto an image of
+    ``image_size``, as a (K, 3) float64 array. A keypoint that lands outside the image becomes
+    invisible, and an invisible keypoint is all zeros. An odd number of horizontal flips swaps
+    left and right keypoints by ``keypoint_hflip_indices``, which is then required."""
+    points = np.array(keypoints, dtype=np.float64).reshape(-1, 3)
+    points[:, :2] = transforms.apply_coords(points[:, :2].copy())
+    height, width = image_size
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width) & (points[:, 1] >= 0) & (points[:, 1] <= height)
+    points[~inside, 2] = 0
+    if sum(isinstance(t, T.HFlipTransform) for t in transforms.transforms) % 2:
+        if keypoint_hflip_indices is None or len(keypoint_hflip_indices) != len(points):
+            raise ValueError(f"a horizontal flip of {len(points)} keypoints needs as many keypoint_hflip_indices")
+        points = points[np.asarray(keypoint_hflip_indices)]
+    points[points[:, 2] == 0] = 0
+    return points
 
 
 def transform_annotations(
@@ -282,13 +310,14 @@ def transform_annotations(
     *,
     resampler: Optional[T.MaskCropResampler] = None,
     input_size: Optional[Tuple[int, int]] = None,
+    keypoint_hflip_indices: Optional[np.ndarray] = None,
 ) -> List[Dict[str, Any]]:
     """New annotation dicts moved by ``transforms`` onto an image of ``image_size``:
     ``bbox`` transformed, clipped to the image and in XYXY mode; polygons transformed (a list
-    of flat arrays); masks (RLE, arrays, ``MaskCrop``) as a transformed ``MaskCrop``.
-
-    Masks need the ``resampler`` of the image, built from ``input_size`` (the image's size
-    before the transforms) when not given.
+    of flat arrays); masks (RLE, arrays, ``MaskCrop``) as a transformed ``MaskCrop`` when the
+    ``resampler`` of the image, or ``input_size`` (the image's size before the transforms) to
+    build it, is given, else as the full transformed array; ``keypoints`` as
+    ``transform_keypoint_annotations`` moves them.
     """
     if not isinstance(transforms, T.TransformList):
         transforms = T.TransformList(list(transforms) if isinstance(transforms, (list, tuple)) else [transforms])
@@ -302,6 +331,10 @@ def transform_annotations(
         moved = dict(anno, bbox=box, bbox_mode=BoxMode.XYXY_ABS)
         if "segmentation" in anno:
             moved["segmentation"] = _transform_segmentation(anno["segmentation"], transforms, resampler)
+        if "keypoints" in anno:
+            moved["keypoints"] = transform_keypoint_annotations(
+                anno["keypoints"], transforms, image_size, keypoint_hflip_indices
+            )
         out.append(moved)
     return out
 
@@ -311,11 +344,23 @@ def transform_instance_annotations(
     transforms: Union[T.Transform, Sequence[T.Transform]],
     image_size: Tuple[int, int],
     *,
-    resampler: Optional[T.MaskCropResampler] = None,
-    input_size: Optional[Tuple[int, int]] = None,
+    keypoint_hflip_indices: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
-    """``transform_annotations`` of a single annotation."""
-    return transform_annotations([annotation], transforms, image_size, resampler=resampler, input_size=input_size)[0]
+    """One annotation moved by ``transforms`` (see ``transform_annotations``); a mask comes
+    back as the full transformed array. The input is left unchanged."""
+    return transform_annotations([annotation], transforms, image_size, keypoint_hflip_indices=keypoint_hflip_indices)[0]
+
+
+def _bitmasks(segms: Sequence[Any], image_size: Tuple[int, int]) -> Union[BitMasks, CroppedBitMasks]:
+    """Full mask arrays stacked as given into ``BitMasks``; otherwise (polygons, RLE, crops)
+    ``CroppedBitMasks``."""
+    if all(isinstance(s, np.ndarray) for s in segms):
+        return BitMasks(torch.stack([torch.from_numpy(np.ascontiguousarray(s)) for s in segms]))
+    crops = [
+        MaskCrop.from_polygons(s, image_size) if isinstance(s, list) else segmentation_to_mask_crop(s, image_size)
+        for s in segms
+    ]
+    return CroppedBitMasks(crops, image_size)
 
 
 def annotations_to_instances(
@@ -325,7 +370,8 @@ def annotations_to_instances(
     segmentations) ``gt_masks`` from transformed annotations (XYXY boxes).
 
     ``mask_format="polygon"`` gives ``PolygonMasks`` and needs polygon segmentations;
-    "bitmask" gives ``CroppedBitMasks`` (a memory-light ``BitMasks``) from polygons or masks.
+    "bitmask" gives ``BitMasks`` when every segmentation is a full mask array, else
+    ``CroppedBitMasks`` (a memory-light ``BitMasks``) from polygons, RLE or ``MaskCrop``s.
     """
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
@@ -337,20 +383,44 @@ def annotations_to_instances(
     segms = [a.get("segmentation") for a in annos]
     if any(s is None for s in segms):
         raise ValueError("some annotations of this image have a segmentation and some do not")
-    if mask_format == "polygon":
-        if not all(isinstance(s, list) for s in segms):
-            raise ValueError(
-                "INPUT.MASK_FORMAT='polygon' needs polygon segmentations, but this image has masks "
-                "(RLE or arrays); set INPUT.MASK_FORMAT=bitmask"
-            )
-        target.gt_masks = PolygonMasks(segms)
-    else:
-        crops = [
-            MaskCrop.from_polygons(s, image_size) if isinstance(s, list) else segmentation_to_mask_crop(s, image_size)
-            for s in segms
-        ]
-        target.gt_masks = CroppedBitMasks(crops, image_size)
+    if mask_format == "bitmask":
+        target.gt_masks = _bitmasks(segms, image_size)
+        return target
+    if not all(isinstance(s, list) for s in segms):
+        raise ValueError(
+            "INPUT.MASK_FORMAT='polygon' needs polygon segmentations, but this image has masks "
+            "(RLE or arrays); set INPUT.MASK_FORMAT=bitmask"
+        )
+    target.gt_masks = PolygonMasks(segms)
     return target
+
+
+def gen_crop_transform_with_instance(
+    crop_size: Tuple[int, int], image_size: Tuple[int, int], instance: Mapping[str, Any]
+) -> T.CropTransform:
+    """A random ``crop_size = (h, w)`` window of an image of ``image_size = (h, w)`` that
+    contains the centre of ``instance``'s box. Its top-left corner is drawn uniformly among the
+    integer positions that keep the window inside the image and the centre (rounded outwards)
+    inside the window: ``np.random.randint`` for the row, then the column.
+
+    Raises ``ArgumentOutOfRangeError`` (a ``ValueError``, and an ``AssertionError`` as in
+    Detectron2) when the box centre lies outside the image or the window is larger than it.
+    """
+    crop = np.array([int(crop_size[0]), int(crop_size[1])])
+    limits = np.array([int(image_size[0]), int(image_size[1])])
+    x0, y0, x1, y1 = boxes_xyxy([instance])[0]
+    centre = np.array([(y0 + y1) / 2, (x0 + x1) / 2])
+    if (centre > limits).any():
+        raise ArgumentOutOfRangeError(
+            f"the instance's box centre (y, x) {tuple(centre)} lies outside the {image_size} image"
+        )
+    if (crop > limits).any():
+        raise ArgumentOutOfRangeError(f"a {tuple(crop)} crop does not fit the {tuple(limits)} image")
+    lowest = np.maximum(np.floor(centre).astype(np.int64) - crop, 0)
+    highest = np.minimum(limits - crop, np.ceil(centre).astype(np.int64))
+    top = np.random.randint(lowest[0], highest[0] + 1)
+    left = np.random.randint(lowest[1], highest[1] + 1)
+    return T.CropTransform(int(left), int(top), int(crop[1]), int(crop[0]))
 
 
 def filter_empty_instances(
@@ -379,9 +449,11 @@ __all__ = [
     "check_image_size",
     "convert_image_to_model_format",
     "filter_empty_instances",
+    "gen_crop_transform_with_instance",
     "read_image",
     "scale_to_uint8",
     "segmentation_to_mask_crop",
     "transform_annotations",
     "transform_instance_annotations",
+    "transform_keypoint_annotations",
 ]

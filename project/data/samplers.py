@@ -1,5 +1,5 @@
 """Index samplers for training (infinite, seeded, split across processes) and inference
-(each process gets a contiguous shard)."""
+(each process gets a contiguous shard), and a batch sampler that groups indices."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from project.utils import comm
 
@@ -124,10 +124,10 @@ class InferenceSampler(Sampler):
 
     def __init__(self, size: int):
         self._size = size
-        self._local_indices = self._local_shard(size, comm.get_world_size(), comm.get_rank())
+        self._local_indices = self._get_local_indices(size, comm.get_world_size(), comm.get_rank())
 
     @staticmethod
-    def _local_shard(size: int, world_size: int, rank: int) -> range:
+    def _get_local_indices(size: int, world_size: int, rank: int) -> range:
         base, extra = divmod(size, world_size)
         start = rank * base + min(rank, extra)
         return range(start, start + base + (1 if rank < extra else 0))
@@ -137,3 +137,31 @@ class InferenceSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self._local_indices)
+
+
+class GroupedBatchSampler(BatchSampler):
+    """Batches of ``batch_size`` indices of ``sampler`` that share their group
+    (``group_ids[index]``, e.g. landscape or portrait): each index waits in its group's
+    buffer until that buffer is full. Its length is unknown (it depends on the order)."""
+
+    def __init__(self, sampler: Sampler, group_ids: Sequence[int], batch_size: int):
+        if not isinstance(sampler, Sampler):
+            raise ValueError(f"GroupedBatchSampler needs a torch Sampler, got {type(sampler).__name__}")
+        self.sampler = sampler
+        self.group_ids = np.asarray(group_ids)
+        if self.group_ids.ndim != 1:
+            raise ValueError(f"group_ids must be one-dimensional, got shape {self.group_ids.shape}")
+        self.batch_size = batch_size
+        self._buffers: Dict[Any, List[int]] = defaultdict(list)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for index in self.sampler:
+            buffer = self._buffers[self.group_ids[index]]
+            buffer.append(index)
+            if len(buffer) == self.batch_size:
+                batch = buffer[:]
+                buffer.clear()
+                yield batch
+
+    def __len__(self) -> int:
+        raise TypeError("GroupedBatchSampler has no length: how many batches it yields depends on the order")

@@ -292,7 +292,7 @@ def test_augmentations_from_the_config():
     cfg.INPUT.CONTRAST = [0.7, 1.3]
     cfg.INPUT.CROP.ENABLED = True
     mapper = DatasetMapper(cfg, is_train=True)
-    kinds = [type(a).__name__ for a in mapper.augmentations.augmentations]
+    kinds = [type(a).__name__ for a in mapper.augmentations.augs]
     assert kinds == [
         "RandomCrop",
         "ResizeShortestEdge",
@@ -304,11 +304,9 @@ def test_augmentations_from_the_config():
     assert mapper.recompute_boxes
     cfg.INPUT.LARGE_SCALE_JITTER.ENABLED = True
     cfg.INPUT.CROP.ENABLED = False
-    kinds = [type(a).__name__ for a in DatasetMapper(cfg, is_train=True).augmentations.augmentations]
+    kinds = [type(a).__name__ for a in DatasetMapper(cfg, is_train=True).augmentations.augs]
     assert kinds[:2] == ["ResizeScale", "FixedSizeCrop"]
-    assert [type(a).__name__ for a in DatasetMapper(cfg, is_train=False).augmentations.augmentations] == [
-        "ResizeShortestEdge"
-    ]
+    assert [type(a).__name__ for a in DatasetMapper(cfg, is_train=False).augmentations.augs] == ["ResizeShortestEdge"]
 
 
 def test_densest_dsb2018_image_at_1024_px_stays_small(data_root):

@@ -326,6 +326,7 @@ def test_builtin_datasets_are_registered_without_reading_files(tmp_path, monkeyp
     for dataset in (
         "coco_2017_train",
         "coco_2017_val",
+        "coco_2017_val_100",
         "cells_demo_train",
         "cells_demo_val",
         "road_demo_train",

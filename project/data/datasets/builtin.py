@@ -105,6 +105,8 @@ COCO_CATEGORIES = (
 COCO_2017_SPLITS = {
     "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
     "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+    # The first 100 val images, the subset quick evaluations and tests use.
+    "coco_2017_val_100": ("coco/val2017", "coco/annotations/instances_val2017_100.json"),
 }
 
 

@@ -295,6 +295,13 @@ def _segmentation_area(segm: Any, height: int, width: int) -> float:
     return float(mask_util.area(rle))
 
 
+def _coco_box(ann: Mapping[str, Any]) -> List[float]:
+    """The annotation's box as COCO writes it: XYWH, or XYWHA (centre, size, angle) for a
+    rotated box, which stays as it is."""
+    target = BoxMode.XYWHA_ABS if ann["bbox_mode"] == BoxMode.XYWHA_ABS else BoxMode.XYWH_ABS
+    return BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], target)
+
+
 def dataset_dicts_to_coco(
     dataset_dicts: Sequence[Mapping[str, Any]],
     thing_classes: Sequence[str],
@@ -304,7 +311,7 @@ def dataset_dicts_to_coco(
     """A COCO instances dict (images, annotations, categories) from dataset dicts.
 
     Category ids are ``contiguous_to_dataset_id[class]`` (the class index itself without it).
-    Boxes are written XYWH, masks as polygons or compressed RLE (str counts), ``area`` as the
+    Boxes are written XYWH (rotated ones XYWHA), masks as polygons or compressed RLE (str counts), ``area`` as the
     mask's pixel count (box area without a mask). File names are made relative to
     ``file_name_root`` when given.
     """
@@ -320,7 +327,7 @@ def dataset_dicts_to_coco(
         image_id = d.get("image_id", index)
         images.append({"id": image_id, "file_name": file_name, "height": int(d["height"]), "width": int(d["width"])})
         for ann in d.get("annotations", []):
-            bbox = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYWH_ABS)
+            bbox = _coco_box(ann)
             record = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,

@@ -1,49 +1,91 @@
-"""Transforms (deterministic, fvcore) and augmentations (random policies choosing transforms)."""
+"""Transforms (deterministic, fvcore) and augmentations (random policies choosing transforms),
+under Detectron2's names."""
 
 from fvcore.transforms.transform import (
     BlendTransform,
+    GridSampleTransform,
     HFlipTransform,
     NoOpTransform,
     PadTransform,
+    ScaleTransform,
     Transform,
     TransformList,
     VFlipTransform,
 )
 
-from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
+from .augmentation import (
+    AugInput,
+    Augmentation,
+    AugmentationList,
+    StandardAugInput,
+    TransformGen,
+    apply_augmentations,
+    apply_transform_gens,
+)
 from .augmentation_impl import (
     FixedSizeCrop,
+    RandomApply,
     RandomBrightness,
     RandomContrast,
     RandomCrop,
+    RandomExtent,
     RandomFlip,
+    RandomLighting,
+    RandomResize,
+    RandomRotation,
+    RandomSaturation,
+    Resize,
     ResizeScale,
     ResizeShortestEdge,
 )
 from .mask_resampling import MaskCropResampler
-from .transform import CropTransform, ResizeTransform, clip_polygon
+from .transform import (
+    ColorTransform,
+    CropTransform,
+    ExtentTransform,
+    PILColorTransform,
+    ResizeTransform,
+    RotationTransform,
+    clip_polygon,
+)
 
 __all__ = [
     "AugInput",
     "Augmentation",
     "AugmentationList",
     "BlendTransform",
+    "ColorTransform",
     "CropTransform",
+    "ExtentTransform",
     "FixedSizeCrop",
+    "GridSampleTransform",
     "HFlipTransform",
     "MaskCropResampler",
     "NoOpTransform",
+    "PILColorTransform",
     "PadTransform",
+    "RandomApply",
     "RandomBrightness",
     "RandomContrast",
     "RandomCrop",
+    "RandomExtent",
     "RandomFlip",
+    "RandomLighting",
+    "RandomResize",
+    "RandomRotation",
+    "RandomSaturation",
+    "Resize",
     "ResizeScale",
     "ResizeShortestEdge",
     "ResizeTransform",
+    "RotationTransform",
+    "ScaleTransform",
+    "StandardAugInput",
     "Transform",
+    "TransformGen",
     "TransformList",
     "VFlipTransform",
     "apply_augmentations",
+    "apply_transform_gens",
     "clip_polygon",
 ]

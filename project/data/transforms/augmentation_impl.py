@@ -1,9 +1,11 @@
-"""The augmentations the config can ask for, with Detectron2's names and semantics."""
+"""Augmentations with Detectron2's names, arguments and random draws: those the config can ask
+for, and the other geometric and photometric ones of Detectron2 (semantic-segmentation-aware
+cropping aside)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Sequence, Tuple, Union
+from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
 from fvcore.transforms.transform import (
@@ -16,8 +18,59 @@ from fvcore.transforms.transform import (
     VFlipTransform,
 )
 
-from .augmentation import Augmentation
-from .transform import CropTransform, ResizeTransform
+from .augmentation import AugInput, Augmentation, as_augmentation
+from .transform import CropTransform, ExtentTransform, ResizeTransform, RotationTransform
+
+
+class ArgumentOutOfRangeError(ValueError, AssertionError):
+    """An argument outside its allowed range. Also an ``AssertionError``, which is what
+    Detectron2 raises in these places, so that code catching either keeps working."""
+
+
+class RandomApply(Augmentation):
+    """Apply ``tfm_or_aug`` (an augmentation, or a fixed transform) with probability ``prob``,
+    else nothing (one uniform draw decides)."""
+
+    def __init__(self, tfm_or_aug: Union[Augmentation, Transform], prob: float = 0.5):
+        if not 0.0 <= prob <= 1.0:
+            raise ArgumentOutOfRangeError(f"RandomApply: prob must lie in [0, 1], got {prob}")
+        self.aug = as_augmentation(tfm_or_aug)
+        self.prob = prob
+
+    def get_transform(self, *args: Any) -> Transform:
+        if self._rand_range() < self.prob:
+            return self.aug.get_transform(*args)
+        return NoOpTransform()
+
+    def __call__(self, aug_input: AugInput) -> Transform:
+        if self._rand_range() < self.prob:
+            return self.aug(aug_input)
+        return NoOpTransform()
+
+
+class Resize(Augmentation):
+    """Resize to the fixed ``shape = (h, w)`` (an int for a square)."""
+
+    def __init__(self, shape: Union[int, Tuple[int, int]], interp: Union[str, int] = "bilinear"):
+        self.shape = (shape, shape) if isinstance(shape, int) else tuple(shape)
+        self.interp = interp
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        return ResizeTransform(h, w, self.shape[0], self.shape[1], self.interp)
+
+
+class RandomResize(Augmentation):
+    """Resize to one ``(h, w)`` of ``shape_list``, drawn uniformly."""
+
+    def __init__(self, shape_list: Sequence[Tuple[int, int]], interp: Union[str, int] = "bilinear"):
+        self.shape_list = shape_list
+        self.interp = interp
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        new_h, new_w = self.shape_list[np.random.randint(low=0, high=len(self.shape_list))]
+        return ResizeTransform(h, w, new_h, new_w, self.interp)
 
 
 class ResizeShortestEdge(Augmentation):
@@ -184,10 +237,12 @@ class FixedSizeCrop(Augmentation):
         self.seg_pad_value = seg_pad_value
 
     def get_transform(self, image: np.ndarray) -> Transform:
+        """A crop at ``u * (image size - crop size)`` for one uniform draw ``u`` (the same
+        fraction along both axes), then the padding."""
         h, w = image.shape[:2]
         ch, cw = min(self.crop_size[0], h), min(self.crop_size[1], w)
-        y0 = int(round((h - ch) * np.random.uniform()))
-        x0 = int(round((w - cw) * np.random.uniform()))
+        fraction = np.random.uniform(0.0, 1.0)
+        y0, x0 = int(np.round((h - ch) * fraction)), int(np.round((w - cw) * fraction))
         transforms = [CropTransform(x0, y0, cw, ch, w, h)]
         if self.pad:
             pad_h, pad_w = self.crop_size[0] - ch, self.crop_size[1] - cw
@@ -219,3 +274,109 @@ class RandomContrast(Augmentation):
     def get_transform(self, image: np.ndarray) -> Transform:
         w = np.random.uniform(self.intensity_min, self.intensity_max)
         return BlendTransform(src_image=float(image.mean()), src_weight=1 - w, dst_weight=w)
+
+
+class RandomSaturation(Augmentation):
+    """Blend an RGB image with its grey version (ITU-R 601 luma) by a weight drawn uniformly
+    from ``[intensity_min, intensity_max]``: below 1 desaturates, above 1 saturates."""
+
+    def __init__(self, intensity_min: float, intensity_max: float):
+        self.intensity_min = intensity_min
+        self.intensity_max = intensity_max
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        if image.shape[-1] != 3:
+            raise ValueError(f"RandomSaturation needs a 3-channel RGB image, got shape {image.shape}")
+        w = np.random.uniform(self.intensity_min, self.intensity_max)
+        grey = image.dot([0.299, 0.587, 0.114])[:, :, None]
+        return BlendTransform(src_image=grey, src_weight=1 - w, dst_weight=w)
+
+
+class RandomLighting(Augmentation):
+    """AlexNet-style lighting noise: add to every pixel a colour drawn along the principal
+    components of ImageNet's RGB values, with weights ~ N(0, ``scale``) per component (for
+    images scaled to 0..1 the ``scale`` is about 0.1; multiply it by 255 for 0..255)."""
+
+    # Principal components (columns) of ImageNet's RGB pixel values and their eigenvalues.
+    EIGEN_VECTORS = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+    EIGEN_VALUES = np.array([0.2175, 0.0188, 0.0045])
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        if image.shape[-1] != 3:
+            raise ValueError(f"RandomLighting needs a 3-channel RGB image, got shape {image.shape}")
+        weights = np.random.normal(scale=self.scale, size=3)
+        shift = self.EIGEN_VECTORS.dot(weights * self.EIGEN_VALUES)
+        return BlendTransform(src_image=shift, src_weight=1.0, dst_weight=1.0)
+
+
+class RandomExtent(Augmentation):
+    """Cut out a random rectangle and keep it at its own size: the image's extent scaled by a
+    factor drawn uniformly from ``scale_range`` about the centre, whose centre is shifted by
+    up to ``shift_range = (sx, sy)`` halves of the image width and height (each drawn
+    uniformly); parts beyond the image are filled with 0."""
+
+    def __init__(self, scale_range: Tuple[float, float], shift_range: Tuple[float, float]):
+        self.scale_range = scale_range
+        self.shift_range = shift_range
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        half_extent = np.array([w, h], dtype=np.float64) * 0.5 * np.random.uniform(*self.scale_range)
+        centre = np.array([w, h], dtype=np.float64) * 0.5
+        centre[0] += self.shift_range[0] * w * (np.random.rand() - 0.5)
+        centre[1] += self.shift_range[1] * h * (np.random.rand() - 0.5)
+        x0, y0 = centre - half_extent
+        x1, y1 = centre + half_extent
+        return ExtentTransform(src_rect=(x0, y0, x1, y1), output_size=(int(y1 - y0), int(x1 - x0)))
+
+
+class RandomRotation(Augmentation):
+    """Turn the image counter-clockwise by a random angle in degrees (see ``RotationTransform``).
+
+    ``sample_style="range"``: the angle is drawn uniformly from ``angle = [low, high]`` (a
+    number: that angle), and ``center``, if given as ``[[x_low, y_low], [x_high, y_high]]`` in
+    fractions of the image width and height (a single ``[x, y]``: that point), from that box.
+    ``sample_style="choice"``: angle and centre are picked from the lists ``angle`` and
+    ``center``. Without ``center`` the image centre is the pivot; with ``expand`` it never
+    matters. A whole number of turns gives a ``NoOpTransform``.
+    """
+
+    def __init__(
+        self,
+        angle: Union[float, Sequence[float]],
+        expand: bool = True,
+        center: Any = None,
+        sample_style: str = "range",
+        interp: Union[str, int, None] = None,
+    ):
+        if sample_style not in ("range", "choice"):
+            raise ArgumentOutOfRangeError(f"sample_style must be 'range' or 'choice', got {sample_style!r}")
+        single_centre = center is not None and isinstance(center[0], (int, float))
+        self.angle = (angle, angle) if isinstance(angle, (int, float)) else angle
+        self.expand = expand
+        self.center = (center, center) if single_centre else center
+        self.sample_style = sample_style
+        self.interp = interp
+
+    def _draw(self) -> Tuple[float, Any]:
+        """The angle and the relative centre (or None) of one rotation."""
+        if self.sample_style == "choice":
+            angle = float(np.random.choice(self.angle))
+            centre = None if self.center is None else self.center[np.random.randint(len(self.center))]
+            return angle, centre
+        angle = float(np.random.uniform(self.angle[0], self.angle[1]))
+        if self.center is None:
+            return angle, None
+        (x_low, y_low), (x_high, y_high) = self.center
+        return angle, (np.random.uniform(x_low, x_high), np.random.uniform(y_low, y_high))
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        angle, centre = self._draw()
+        if angle % 360 == 0:
+            return NoOpTransform()
+        pivot = None if centre is None else (w * centre[0], h * centre[1])
+        return RotationTransform(h, w, angle, expand=self.expand, center=pivot, interp=self.interp)

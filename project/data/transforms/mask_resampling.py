@@ -18,7 +18,7 @@ from fvcore.transforms.transform import (
 )
 
 from ...structures import MaskCrop
-from .transform import ResizeTransform, resize_source_index
+from .transform import ColorTransform, ResizeTransform, resize_source_index
 
 _NO_SOURCE = -1
 
@@ -56,7 +56,16 @@ def _is_axis_aligned(t: Transform) -> bool:
     """True for the transforms whose pixel mapping ``_source_index`` knows exactly."""
     return isinstance(
         t,
-        (ResizeTransform, HFlipTransform, VFlipTransform, CropTransform, PadTransform, NoOpTransform, BlendTransform),
+        (
+            ResizeTransform,
+            HFlipTransform,
+            VFlipTransform,
+            CropTransform,
+            PadTransform,
+            NoOpTransform,
+            BlendTransform,
+            ColorTransform,
+        ),
     )
 
 
