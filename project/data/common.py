@@ -105,9 +105,14 @@ class _Mapping:
     ``pass_errors``, a ``BadAnnotationError`` it raises becomes the result), its bad-input
     log, and pickling a lambda or local map function by value."""
 
-    dataset: Any
-    _map_func: Callable[[Any], Any]
-    _pass_errors: bool
+    def __init__(self, dataset: Any, map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
+        self.dataset = dataset
+        self._map_func = map_func
+        self._pass_errors = pass_errors
+
+    def __len__(self) -> int:
+        """The length of the underlying dataset (for an iterable one, counting the items left out too)."""
+        return len(self.dataset)
 
     def _map(self, item: Any) -> Any:
         try:
@@ -151,13 +156,8 @@ class MapDataset(_Mapping, data.Dataset):
         return super().__new__(cls)
 
     def __init__(self, dataset: data.Dataset, map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
-        self.dataset = dataset
-        self._map_func = map_func
-        self._pass_errors = pass_errors
+        super().__init__(dataset, map_func, pass_errors=pass_errors)
         self._rng = random.Random(42)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
         for attempt in range(1, 101):
@@ -173,15 +173,6 @@ class MapDataset(_Mapping, data.Dataset):
 class MappedIterableDataset(_Mapping, data.IterableDataset):
     """``map_func`` applied to each item of an iterable dataset, in order, leaving out the
     items it maps to None (see ``MapDataset``, which builds it)."""
-
-    def __init__(self, dataset: Iterable[Any], map_func: Callable[[Any], Optional[Any]], *, pass_errors: bool = False):
-        self.dataset = dataset
-        self._map_func = map_func
-        self._pass_errors = pass_errors
-
-    def __len__(self) -> int:
-        """The length of the underlying dataset (which counts the items left out too)."""
-        return len(self.dataset)
 
     def __iter__(self) -> Iterator[Any]:
         for item in self.dataset:
