@@ -329,9 +329,15 @@ def corrupted_after_loading(tmp_path: Path):
 def test_training_counts_an_image_unreadable_since_loading_and_reports_it_at_the_end(tmp_path, caplog):
     skipping = mapper("skip")
     loader = build_detection_train_loader(
-        dataset=corrupted_after_loading(tmp_path), mapper=skipping, total_batch_size=2, num_workers=2
+        dataset=corrupted_after_loading(tmp_path),
+        mapper=skipping,
+        total_batch_size=2,
+        num_workers=2,
+        persistent_workers=False,
     )
-    batches = list(itertools.islice(loader, 6))
+    batches_iter = iter(loader)
+    batches = list(itertools.islice(batches_iter, 6))
+    del batches_iter  # stops the workers, which would otherwise go on prefetching and counting
     assert all(d["file_name"].endswith("good.png") for batch in batches for d in batch)
     skipped = skipping.bad_input.counts[KIND_CORRUPT_IMAGE]
     assert skipped >= 6  # each batch of 2 drew the image about once; prefetching reads a few more
