@@ -18,6 +18,22 @@ from torchvision.ops import roi_align
 from .boxes import Boxes
 from .masks import paste_mask_windows, polygons_to_bitmask
 
+# pycocotools rasterises a polygon on a grid 5 times finer than the pixels, snapping each
+# coordinate v to int(5 * v + 0.5) (C truncation).
+_POLYGON_SUPERSAMPLING = 5
+
+
+def _shift_polygon(polygon: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """Flat ``[x, y, ...]`` coordinates moved by ``(-x0, -y0)`` such that pycocotools snaps each
+    moved point to exactly its full-image grid point moved by whole pixels. Subtracting first
+    would not: 307.9 - 304 is 3.8999999999999773 in float64, which snaps to 19, not 20."""
+    shifted = polygon.copy()
+    for axis, offset in ((0, x0), (1, y0)):
+        if offset:
+            snapped = np.trunc(polygon[axis::2] * _POLYGON_SUPERSAMPLING + 0.5)
+            shifted[axis::2] = (snapped - offset * _POLYGON_SUPERSAMPLING) / _POLYGON_SUPERSAMPLING
+    return shifted
+
 
 @dataclass(frozen=True)
 class MaskCrop:
@@ -64,12 +80,7 @@ class MaskCrop:
         y1 = int(np.clip(np.ceil(points[:, 1].max()) + 1, 0, height))
         if x1 <= x0 or y1 <= y0:
             return MaskCrop.empty(image_size)
-        shifted = []
-        for p in polygons:
-            q = np.array(p, dtype=np.float64).reshape(-1)
-            q[0::2] -= x0
-            q[1::2] -= y0
-            shifted.append(q)
+        shifted = [_shift_polygon(np.array(p, dtype=np.float64).reshape(-1), x0, y0) for p in polygons]
         return MaskCrop(polygons_to_bitmask(shifted, y1 - y0, x1 - x0), x0, y0, (height, width))
 
     def to_array(self) -> np.ndarray:
