@@ -3,7 +3,8 @@
 An object of the current frame takes the colour of the object of a recent frame it overlaps
 most (mask IoU when masks are present, box IoU otherwise), greedily from the best overlap down,
 when that overlap reaches ``iou_threshold``. Objects unseen for ``memory`` frames are forgotten;
-new objects take palette entries no remembered object uses.
+new objects take palette entries no remembered object uses, as long as one is free
+(the palette has 64; past that, colours repeat).
 """
 
 from __future__ import annotations

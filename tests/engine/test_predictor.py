@@ -241,3 +241,23 @@ def test_checkpoint_roundtrip_through_detection_checkpointer(small_cfg, tmp_path
     DetectionCheckpointer(other).load(str(tmp_path / "model_test.pth"))
     for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_outputs_read_by_tools_made_for_detectron2(calibrated):
+    """supervision's ``Detections.from_detectron2`` (0.31) reads exactly these attributes of
+    ``outputs["instances"]``; the same chain of calls on our output gives arrays of its shapes
+    (supervision itself needs matplotlib, scipy and PyAV, too heavy for the test extra)."""
+    cfg, paths = calibrated
+    image = cv2.imread(str(paths[1]))
+    instances = DefaultPredictor(cfg)(image)["instances"]
+    xyxy = instances.pred_boxes.tensor.cpu().numpy()
+    confidence = instances.scores.cpu().numpy()
+    mask = instances.pred_masks.cpu().numpy() if hasattr(instances, "pred_masks") else None
+    class_id = instances.pred_classes.cpu().numpy().astype(int)
+    count = len(instances)
+    assert count > 0
+    assert xyxy.shape == (count, 4) and xyxy.dtype == np.float32
+    assert confidence.shape == (count,) and class_id.shape == (count,)
+    assert mask.shape == (count,) + image.shape[:2] and mask.dtype == bool
+    instances.remove("pred_masks")
+    assert not hasattr(instances, "pred_masks")
