@@ -201,6 +201,21 @@ def read_image(file_name: str, format: Optional[str] = "BGR") -> np.ndarray:
         raise BadAnnotationError(file_name, "image", e.problem, KIND_CORRUPT_IMAGE) from None
 
 
+def model_image_to_rgb(image: torch.Tensor, format: str) -> np.ndarray:
+    """The inverse of the mapper's image layout, for drawing what the model sees: a dataset
+    mapper's ``"image"``, a (C, H, W) uint8 tensor in ``format`` (the config's INPUT.FORMAT:
+    "BGR", "RGB" or "L"), as an (H, W, 3) RGB uint8 array, or (H, W) for "L". Raises
+    ``ValueError`` for an unknown ``format``."""
+    if format not in IMAGE_FORMATS:
+        raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {format!r}")
+    array = image.detach().cpu().numpy().transpose(1, 2, 0)
+    if format == "BGR":
+        return np.ascontiguousarray(array[:, :, ::-1])
+    if format == "L":
+        return array[:, :, 0]
+    return array
+
+
 def check_image_size(dataset_dict: Mapping[str, Any], image: np.ndarray) -> None:
     """Raise unless the image's size matches the dataset dict's ``height`` and ``width``."""
     expected = (dataset_dict.get("height"), dataset_dict.get("width"))
@@ -450,6 +465,7 @@ __all__ = [
     "convert_image_to_model_format",
     "filter_empty_instances",
     "gen_crop_transform_with_instance",
+    "model_image_to_rgb",
     "read_image",
     "scale_to_uint8",
     "segmentation_to_mask_crop",

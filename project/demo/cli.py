@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,15 +27,13 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import torch
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from ..checkpoint import CheckpointDownloadError, CheckpointFormatError, CheckpointMismatchError, UnsafeCheckpointError
-from ..config import get_cfg, load_cfg
-from ..config.overrides import UnknownConfigKeyError, check_overrides
+from ..config import load_cfg
 from ..data import DatasetCatalog, MetadataCatalog, register_datasets_from_config
+from ..engine import cli
 from ..engine.predictor import DefaultPredictor
 from ..structures import Instances
 from ..visualization import ColorMode, Visualizer
@@ -45,26 +44,23 @@ from .writers import VIDEO_CODECS, InstanceWriter, VideoWriter, write_image
 
 logger = logging.getLogger("project.demo")
 
-# Errors caused by the user's input: reported in one paragraph, exit status 1, no traceback.
-USER_ERRORS = (
-    DemoInputError,
-    FileNotFoundError,
+# Errors caused by the user's input: reported in one paragraph, exit status 1, no traceback
+# (the shared ones, DemoInputError among them as a CommandLineError, and these).
+USER_ERRORS = cli.USER_ERRORS + (
     OSError,
-    OmegaConfBaseException,
-    HydraException,
-    UnknownConfigKeyError,
     CheckpointDownloadError,
     CheckpointFormatError,
     CheckpointMismatchError,
     UnsafeCheckpointError,
 )
 
+PROG = "demo.py"
 COLOR_MODES = {"instance": ColorMode.IMAGE, "class": ColorMode.SEGMENTATION, "grey": ColorMode.IMAGE_BW}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="demo.py",
+    parser = cli.ArgumentParser(
+        prog=PROG,
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,10 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(config_file: Optional[str], overrides: Sequence[str]) -> DictConfig:
     """The config: ``config_file`` (a saved config.yaml) with ``KEY=VALUE`` overrides merged on
-    top, or the configs/ tree composed with Hydra ``overrides``."""
+    top, or the configs/ tree composed with Hydra ``overrides`` (``project.engine.cli.load_config``)."""
     if config_file is None:
-        check_overrides(list(overrides))
-        return get_cfg(list(overrides))
+        return cli.load_config(overrides)
     if not os.path.isfile(config_file):
         raise DemoInputError(f"--config-file {config_file}: no such file")
     cfg = load_cfg(config_file)
@@ -304,13 +299,24 @@ def _summary(timings: Timings, run: DemoRun) -> str:
     return "\n".join(lines)
 
 
+_OVERRIDE = re.compile(r"^[+~]{0,2}[A-Za-z_][\w.]*(@[\w.]+)?=")
+
+
+def _is_override(value: str) -> bool:
+    """Whether a command-line word is a config override (``KEY=VALUE``, ``+experiment=x``) rather
+    than a file (a path that exists is always a file)."""
+    return bool(_OVERRIDE.match(value)) and not os.path.exists(value)
+
+
 def run_demo(argv: Sequence[str], on_frame: Optional[Callable[[Frame], None]] = None) -> Timings:
     """Parse ``argv``, run the demo and return its timings; user errors raise (see ``main``).
     ``on_frame`` is called after each frame is written (for measurements)."""
-    args, overrides = build_parser().parse_known_args(list(argv))
-    unknown = [o for o in overrides if o.startswith("--")]
-    if unknown:
-        raise DemoInputError(f"unknown option {unknown[0]} (see --help); config overrides are written KEY=VALUE")
+    args, overrides = cli.split_overrides(build_parser(), argv)
+    for option in ("input", "classes"):  # nargs="+" options also swallow overrides written after them
+        values = getattr(args, option)
+        if values:
+            setattr(args, option, [v for v in values if not _is_override(v)])
+            overrides = overrides + [v for v in values if _is_override(v)]
     cfg = load_config(args.config_file, overrides)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
     if args.max_detections is not None:
@@ -352,11 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     try:
-        run_demo(sys.argv[1:] if argv is None else argv)
-    except USER_ERRORS as error:
-        print(f"demo.py: error: {error}", file=sys.stderr)
-        return 1
+        return cli.run_command(run_demo, sys.argv[1:] if argv is None else argv, PROG, USER_ERRORS)
     except KeyboardInterrupt:
-        print("demo.py: stopped", file=sys.stderr)
+        print(f"{PROG}: stopped", file=sys.stderr)
         return 130
-    return 0

@@ -15,12 +15,13 @@ import numpy as np
 
 from ..data import BadAnnotationError
 from ..data.detection_utils import read_image
+from ..engine.cli import CommandLineError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm", ".wmv"}
 
 
-class DemoInputError(ValueError):
+class DemoInputError(CommandLineError):
     """An input the demo cannot use (a missing path, a video that does not open)."""
 
 

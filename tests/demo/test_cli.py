@@ -121,3 +121,9 @@ def test_the_street_video_gives_a_video_that_plays_with_every_frame(tmp_path, da
         assert frame.shape == (720, 1280, 3)
         count += 1
     assert count == 40
+
+
+def test_overrides_written_after_an_input_list_are_config_not_files(tmp_path, pennfudan, weights):
+    image = next(pennfudan.glob("*.png"))
+    timings = run_demo(["--output", str(tmp_path), "--no-progress", "--input", str(image), f"MODEL.WEIGHTS={weights}"])
+    assert timings.frames == 1 and (tmp_path / image.name).is_file()
