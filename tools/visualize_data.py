@@ -50,6 +50,7 @@ from project.engine.cli import (
     load_config,
     load_dataset,
     picture_path,
+    positive_int,
     prepare_output_dir,
     require_dataset_name,
     run_command,
@@ -65,23 +66,13 @@ DEFAULT_NUM = {"annotation": None, "dataloader": 20}
 IMAGE_KINDS = (KIND_MISSING_IMAGE, KIND_CORRUPT_IMAGE, KIND_IMAGE_SIZE)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line: options, then Hydra overrides as positional arguments."""
     parser = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", choices=SOURCES, default="annotation", help="what to draw (default: annotation)")
     parser.add_argument("--output-dir", required=True, help="folder for the pictures (created if needed)")
     parser.add_argument(
-        "--num", type=_positive, help="how many images to draw (default: all for annotation, 20 for dataloader)"
+        "--num", type=positive_int, help="how many images to draw (default: all for annotation, 20 for dataloader)"
     )
     parser.add_argument("--dataset", help="registered dataset name (default: the first of DATASETS.TRAIN)")
     parser.add_argument("--no-boxes", action="store_true", help="leave the boxes out (masks and labels only)")

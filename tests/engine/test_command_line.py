@@ -13,7 +13,9 @@ from project.engine.cli import (
     ArgumentParser,
     CommandLineError,
     load_config,
+    non_negative_int,
     picture_path,
+    positive_int,
     prepare_output_dir,
     require_dataset_name,
     run_command,
@@ -99,3 +101,19 @@ def test_run_command_reports_user_errors_and_lets_bugs_through(capsys):
     assert capsys.readouterr().err == "tool.py: error: --input x: no such file\n"
     with pytest.raises(argparse.ArgumentError):
         run_command(main, ["bug"], "tool.py")
+
+
+def test_whole_number_option_types_tell_the_bad_value(capsys):
+    built = ArgumentParser(prog="tool.py")
+    built.add_argument("--num", type=positive_int)
+    built.add_argument("--index", type=non_negative_int)
+    assert vars(built.parse_args(["--num", "3", "--index", "0"])) == {"num": 3, "index": 0}
+    for argv, message in (
+        (["--num", "0"], "argument --num: must be a positive whole number, got '0'"),
+        (["--num", "two"], "argument --num: must be a positive whole number, got 'two'"),
+        (["--index", "-1"], "argument --index: must be a whole number, 0 or more, got '-1'"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            built.parse_args(argv)
+        assert exited.value.code == 1
+        assert f"tool.py: error: {message}" in capsys.readouterr().err
