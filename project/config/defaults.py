@@ -302,6 +302,18 @@ class TestConfig:
 
 
 @dataclass
+class TensorboardConfig:
+    # Every HISTOGRAM_PERIOD iterations from iteration 0 (0: never): histograms of the trainable
+    # weights and their gradients (weights/<parameter>, grads/<parameter>) in the TensorBoard
+    # events, and the gradient norm of each layer and in total (grad_norm/<layer>,
+    # grad_norm/total) as scalars, also in metrics.jsonl. Gradients are read before clipping.
+    HISTOGRAM_PERIOD: int = 0
+    # At each evaluation during training, the predictions on the first EVAL_IMAGES images of
+    # DATASETS.TEST[0] beside their ground truth, as TensorBoard images (0: none).
+    EVAL_IMAGES: int = 4
+
+
+@dataclass
 class ProjectConfig:
     MODEL: ModelConfig = field(default_factory=ModelConfig)
     INPUT: InputConfig = field(default_factory=InputConfig)
@@ -317,6 +329,11 @@ class ProjectConfig:
     CUDNN_BENCHMARK: bool = False
     # Iterations between two writes of metrics.jsonl, TensorBoard events and the console.
     LOG_PERIOD: int = 20
+    # Every VIS_PERIOD iterations from iteration 0 (0: never), TensorBoard images of one training
+    # image: its ground-truth boxes beside the RPN's 20 best proposals, and the mask head's
+    # predictions beside their targets (Detectron2's key).
+    VIS_PERIOD: int = 0
+    TENSORBOARD: TensorboardConfig = field(default_factory=TensorboardConfig)
     # How train_net.py runs (lower case: about the launch, not the model).
     eval_only: bool = False
     # Continue from OUTPUT_DIR/last_checkpoint: weights, optimizer, scheduler, iteration, RNG.

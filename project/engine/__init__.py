@@ -15,6 +15,7 @@ from .hooks import (
     EvalHook,
     IterationTimer,
     LRScheduler,
+    ParameterStatistics,
     PeriodicCheckpointer,
     PeriodicWriter,
     PreciseBN,
@@ -22,6 +23,7 @@ from .hooks import (
 )
 from .launch import launch
 from .logger import setup_logger
+from .prediction_images import PredictionImages
 from .predictor import DefaultPredictor
 from .reproducibility import (
     capture_rng_state,
@@ -43,9 +45,11 @@ __all__ = [
     "IterationTimer",
     "JSONWriter",
     "LRScheduler",
+    "ParameterStatistics",
     "PeriodicCheckpointer",
     "PeriodicWriter",
     "PreciseBN",
+    "PredictionImages",
     "SimpleTrainer",
     "TensorboardWriter",
     "TrainerBase",

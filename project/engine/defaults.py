@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -27,6 +28,7 @@ from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, Tensorb
 from ..utils.file_io import atomic_write, ensure_writable_directory, remove_stale_temporaries
 from . import hooks
 from .logger import setup_logger
+from .prediction_images import PredictionImages
 from .reproducibility import configure_determinism, preserve_rng_state, restore_rng_state
 from .train_loop import SimpleTrainer, TrainerBase, model_device
 
@@ -105,6 +107,9 @@ def _check_periods(cfg: DictConfig) -> None:
         ("SOLVER.CHECKPOINT_PERIOD", 1),
         ("LOG_PERIOD", 1),
         ("TEST.EVAL_PERIOD", 0),
+        ("VIS_PERIOD", 0),
+        ("TENSORBOARD.HISTOGRAM_PERIOD", 0),
+        ("TENSORBOARD.EVAL_IMAGES", 0),
     ):
         value = OmegaConf.select(cfg, key)
         if value < minimum:
@@ -121,8 +126,12 @@ class DefaultTrainer(TrainerBase):
     gradient clipping, DDP when several processes run, and the hooks: iteration timer, LR
     schedule, periodic checkpoints (``SOLVER.CHECKPOINT_PERIOD``), evaluation every
     ``TEST.EVAL_PERIOD`` iterations and at the end, the best checkpoint by
-    ``SOLVER.BEST_CHECKPOINT_METRIC``, the validation loss (``TEST.VAL_LOSS``), and writers
-    (``metrics.jsonl``, TensorBoard events, console) every ``LOG_PERIOD`` iterations.
+    ``SOLVER.BEST_CHECKPOINT_METRIC``, the validation loss (``TEST.VAL_LOSS``), weight and
+    gradient statistics every ``TENSORBOARD.HISTOGRAM_PERIOD`` iterations, and writers
+    (``metrics.jsonl``, TensorBoard events, console) every ``LOG_PERIOD`` iterations. At each
+    evaluation, the predictions on ``TENSORBOARD.EVAL_IMAGES`` validation images are drawn as
+    TensorBoard images (see ``PredictionImages``); the model draws its own training pictures
+    every ``VIS_PERIOD`` iterations.
 
     Before anything is built, the classes of every dataset are compared with those of
     ``DATASETS.TRAIN[0]`` by name: datasets with the same classes in another order (or some of
@@ -151,6 +160,13 @@ class DefaultTrainer(TrainerBase):
             accumulation_steps=cfg.SOLVER.ACCUM_ITER,
             grad_clipper=build_gradient_clipper(cfg),
         )
+        # The hooks are registered on this trainer, while the inner one runs the step and reaches
+        # the point where the gradients are complete: it calls them through this one (weakly, as
+        # hooks hold their trainer).
+        outer = weakref.proxy(self)
+        self._trainer.after_backward = lambda: outer.after_backward()
+        self._prediction_images: Optional[PredictionImages] = None
+        self._prediction_images_built = False
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         checkpointables: Dict[str, Any] = {"optimizer": optimizer, "scheduler": self.scheduler}
         if self._trainer.grad_scaler is not None:
@@ -202,6 +218,7 @@ class DefaultTrainer(TrainerBase):
         def evaluate() -> Mapping[str, Any]:
             synchronize_buffers(self.model)
             self._last_eval_results = self.test(cfg, self.model)
+            self.record_prediction_images()
             return self._last_eval_results
 
         best_metric = cfg.SOLVER.BEST_CHECKPOINT_METRIC
@@ -220,8 +237,23 @@ class DefaultTrainer(TrainerBase):
             hooks.ValidationLoss(self.build_validation_loader(cfg), eval_period)
             if cfg.TEST.VAL_LOSS and eval_period > 0 and cfg.DATASETS.TEST
             else None,
+            hooks.ParameterStatistics(self.model, cfg.TENSORBOARD.HISTOGRAM_PERIOD)
+            if cfg.TENSORBOARD.HISTOGRAM_PERIOD > 0
+            else None,
             hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD) if comm.is_main_process() else None,
         ]
+
+    def record_prediction_images(self) -> None:
+        """On the main process, record the predictions on the first ``TENSORBOARD.EVAL_IMAGES``
+        images of ``DATASETS.TEST[0]`` as TensorBoard images at the current iteration (the
+        images are chosen and read at the first call, see ``build_prediction_images``)."""
+        if not comm.is_main_process():
+            return
+        if not self._prediction_images_built:
+            self._prediction_images = self.build_prediction_images(self.cfg)
+            self._prediction_images_built = True
+        if self._prediction_images is not None:
+            self._prediction_images(unwrap_model(self.model))
 
     def build_writers(self) -> List[EventWriter]:
         """``metrics.jsonl`` and TensorBoard events in ``OUTPUT_DIR``, and the console."""
@@ -274,6 +306,11 @@ class DefaultTrainer(TrainerBase):
         return build_detection_train_loader(
             with_aligned_datasets(cfg), total_batch_size=total // accumulation, start_batch=start_iter * accumulation
         )
+
+    @classmethod
+    def build_prediction_images(cls, cfg: DictConfig) -> Optional[PredictionImages]:
+        """The validation images drawn at each evaluation (None: none)."""
+        return PredictionImages.from_config(cfg, cfg.TENSORBOARD.EVAL_IMAGES)
 
     @classmethod
     def build_test_loader(cls, cfg: DictConfig, dataset_name: str):

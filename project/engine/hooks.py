@@ -1,5 +1,6 @@
 """Hooks for :class:`~.train_loop.TrainerBase`: timing, LR schedule, precise batch-norm
-statistics, checkpoints, evaluation, validation loss and metric writing."""
+statistics, checkpoints, evaluation, validation loss, weight and gradient statistics and
+metric writing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from torch import nn
 from ..checkpoint import CheckpointFormatError
 from ..utils import comm
 from ..utils.ddp import unwrap_model
-from ..utils.events import EventStorage, EventWriter
+from ..utils.events import DEFAULT_HISTOGRAM_BINS, EventStorage, EventWriter, get_event_storage
 from .reproducibility import capture_rng_state, preserve_rng_state
 from .train_loop import HookBase, TrainerBase
 
@@ -314,20 +315,78 @@ class ValidationLoss(HookBase):
             self._compute()
 
 
+def layer_name(parameter_name: str) -> str:
+    """The layer a parameter belongs to: its name without the last part
+    (``backbone.fpn_lateral2.weight`` -> ``backbone.fpn_lateral2``)."""
+    return parameter_name.rsplit(".", 1)[0] if "." in parameter_name else parameter_name
+
+
+class ParameterStatistics(HookBase):
+    """Every ``period`` iterations from iteration 0 (``period <= 0``: never), on the main
+    process, records for the trainable parameters of ``model`` (those with a gradient):
+
+    - ``grad_norm/<layer>``: the L2 norm of the gradients of each layer's parameters together
+      (see ``layer_name``), and ``grad_norm/total`` over all; exact scalars (no smoothing), so
+      they reach ``metrics.jsonl`` as well as TensorBoard;
+    - histograms ``weights/<parameter>`` and ``grads/<parameter>`` (``bins`` buckets each),
+      which ``TensorboardWriter`` writes.
+
+    It reads the gradients in ``after_backward``: complete, unscaled and not clipped, with the
+    weights the iteration's forward pass used. The statistics are computed on the parameters'
+    device and copied to the host once per kind. Gradients and weights are not changed.
+    """
+
+    def __init__(self, model: nn.Module, period: int, bins: int = DEFAULT_HISTOGRAM_BINS):
+        self._model = unwrap_model(model)
+        self._period = period
+        self._bins = bins
+
+    def after_backward(self) -> None:
+        if self._period <= 0 or self.trainer.iter % self._period != 0 or not comm.is_main_process():
+            return
+        named = [(name, p) for name, p in self._model.named_parameters() if p.requires_grad and p.grad is not None]
+        if not named:
+            return
+        storage = get_event_storage()
+        with torch.no_grad():
+            self._record_gradient_norms(storage, named)
+            storage.put_histograms({f"weights/{name}": p for name, p in named}, self._bins)
+            storage.put_histograms({f"grads/{name}": p.grad for name, p in named}, self._bins)
+
+    @staticmethod
+    def _record_gradient_norms(storage: EventStorage, named: Sequence[tuple]) -> None:
+        squares = torch.stack([p.grad.detach().float().pow(2).sum().to(named[0][1].device) for _, p in named])
+        layers: Dict[str, int] = {}
+        index = torch.tensor([layers.setdefault(layer_name(name), len(layers)) for name, _ in named])
+        per_layer = torch.zeros(len(layers), dtype=squares.dtype, device=squares.device)
+        per_layer.index_add_(0, index.to(squares.device), squares)
+        norms = torch.cat([per_layer, squares.sum()[None]]).sqrt().cpu().tolist()
+        values = {f"grad_norm/{layer}": norm for layer, norm in zip(layers, norms)}
+        values["grad_norm/total"] = norms[-1]
+        storage.put_scalars(smoothing_hint=False, **values)
+
+
 class PeriodicWriter(HookBase):
     """Calls every writer after every ``period`` iterations, after the last iteration, and at
-    the end of training (then closes them)."""
+    the end of training (then closes them). The storage's images and histograms are cleared
+    after each round of writes, also when no writer took them."""
 
     def __init__(self, writers: Sequence[EventWriter], period: int = 20):
         self._writers = list(writers)
         self._period = period
 
-    def after_step(self) -> None:
-        if _after_period_or_last(self.trainer, self._period):
-            for writer in self._writers:
-                writer.write()
-
-    def after_train(self) -> None:
+    def _write(self) -> None:
         for writer in self._writers:
             writer.write()
+        storage = get_event_storage()
+        storage.clear_images()
+        storage.clear_histograms()
+
+    def after_step(self) -> None:
+        if _after_period_or_last(self.trainer, self._period):
+            self._write()
+
+    def after_train(self) -> None:
+        self._write()
+        for writer in self._writers:
             writer.close()

@@ -22,9 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 class HookBase:
-    """Extends a :class:`TrainerBase` at four points: ``before_train`` once, then around each
-    iteration ``before_step`` and ``after_step``, then ``after_train`` once (also when training
-    fails). Hooks are called in the order they were registered.
+    """Extends a :class:`TrainerBase` at five points: ``before_train`` once, then in each
+    iteration ``before_step``, ``after_backward`` and ``after_step``, then ``after_train`` once
+    (also when training fails). Hooks are called in the order they were registered.
 
     Registration sets ``self.trainer``, a weak proxy to the trainer. Put periodic work
     (checkpoints, evaluation, logging) in ``after_step``: iteration timers measure from
@@ -41,6 +41,12 @@ class HookBase:
 
     def before_step(self) -> None:
         pass
+
+    def after_backward(self) -> None:
+        """Called once per iteration when the step's gradients are complete and final: every
+        backward pass (and accumulated batch) done, averaged over processes, unscaled from AMP,
+        not yet clipped, and the weights not yet updated (:class:`SimpleTrainer` calls it; a
+        trainer with another ``run_step`` may not). Hooks must not change the gradients."""
 
     def after_step(self) -> None:
         pass
@@ -112,6 +118,10 @@ class TrainerBase:
         for hook in self._hooks:
             hook.before_step()
 
+    def after_backward(self) -> None:
+        for hook in self._hooks:
+            hook.after_backward()
+
     def after_step(self) -> None:
         for hook in self._hooks:
             hook.after_step()
@@ -138,7 +148,8 @@ class SimpleTrainer(TrainerBase):
     runs under float16 autocast and the backward through a ``GradScaler``; AMP needs CUDA, and
     on other devices it is turned off with a warning (CPU float16 autocast is slow and its
     half-precision losses would need a scaler CPUs do not have). ``grad_clipper`` (see
-    ``project.solver.build_gradient_clipper``) sees unscaled gradients.
+    ``project.solver.build_gradient_clipper``) sees unscaled gradients; so do the hooks'
+    ``after_backward``, called before clipping.
 
     Metrics recorded each iteration (averaged over processes): every loss, ``total_loss``
     and ``data_time`` (seconds spent waiting for data).
@@ -221,9 +232,11 @@ class SimpleTrainer(TrainerBase):
         self._apply_gradients()
 
     def _apply_gradients(self) -> None:
+        if self.grad_scaler is not None:
+            # In place, once: the scaler's step then skips its own unscaling.
+            self.grad_scaler.unscale_(self.optimizer)
+        self.after_backward()
         if self.grad_clipper is not None:
-            if self.grad_scaler is not None:
-                self.grad_scaler.unscale_(self.optimizer)
             self.grad_clipper(self.model.parameters())
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)

@@ -1,5 +1,6 @@
 """The training loop and its hooks: accumulation, AMP fallback, metrics files, evaluation,
-best checkpoint, validation loss, precise batch-norm statistics."""
+best checkpoint, validation loss, precise batch-norm statistics, TensorBoard pictures and
+weight and gradient statistics."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ from project.engine import (
     capture_rng_state,
     default_setup,
 )
-from project.engine.hooks import BestCheckpointer, PreciseBN, ValidationLoss
+from project.engine.hooks import BestCheckpointer, ParameterStatistics, PreciseBN, ValidationLoss
+from project.modeling.meta_arch.rcnn import PROPOSALS_IMAGE_NAME
+from project.modeling.roi_heads.mask_head import MASKS_IMAGE_NAME
 from project.structures import Boxes, Instances
 
 
@@ -186,10 +189,20 @@ def _train_tiny(root, prefix, extra):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A 4-iteration run evaluated every 2 iterations, with the validation loss."""
+    """A 4-iteration run evaluated every 2 iterations, with the validation loss, training
+    pictures and weight and gradient statistics every 2 iterations, and the default number of
+    evaluation pictures (4, of a 3-image validation set)."""
     root = tmp_path_factory.mktemp("tiny_run")
     cfg, trainer, results = _train_tiny(
-        root, "training_tiny", ["TEST.EVAL_PERIOD=2", "TEST.VAL_LOSS=true", "SOLVER.CHECKPOINT_PERIOD=2"]
+        root,
+        "training_tiny",
+        [
+            "TEST.EVAL_PERIOD=2",
+            "TEST.VAL_LOSS=true",
+            "SOLVER.CHECKPOINT_PERIOD=2",
+            "VIS_PERIOD=2",
+            "TENSORBOARD.HISTOGRAM_PERIOD=2",
+        ],
     )
     return cfg, trainer, results, root / "out"
 
@@ -211,6 +224,104 @@ def test_run_writes_metrics_events_config_and_checkpoints(tiny_run):
     assert {"model_0000001.pth", "model_0000003.pth", "model_final.pth", "model_best.pth"} <= set(os.listdir(out))
     # Resuming picks up the latest periodic checkpoint, never model_best.
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
+
+
+def _tensorboard_events(directory):
+    """Everything the run's TensorBoard event files hold (no sampling)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory), size_guidance={"images": 0, "histograms": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_run_writes_training_and_evaluation_pictures_at_their_periods(tiny_run):
+    _, _, _, out = tiny_run
+    events = _tensorboard_events(out)
+
+    def steps(tag):
+        return [event.step for event in events.Images(tag)]
+
+    # VIS_PERIOD=2 from iteration 0; ground truth and proposals side by side.
+    assert steps(PROPOSALS_IMAGE_NAME) == [0, 2] and steps(MASKS_IMAGE_NAME) == [0, 2]
+    picture = events.Images(PROPOSALS_IMAGE_NAME)[0]
+    assert (picture.width, picture.height) == (2 * 96 + 4, 96)
+    # At each evaluation (after iteration 1, and at the end: step 4), every validation image.
+    evaluation = sorted(tag for tag in events.Tags()["images"] if tag.startswith("eval_predictions/"))
+    assert evaluation == ["eval_predictions/0_001.png", "eval_predictions/1_002.png", "eval_predictions/2_003.png"]
+    assert all(steps(tag) == [1, 4] for tag in evaluation)
+    assert {PROPOSALS_IMAGE_NAME, MASKS_IMAGE_NAME, *evaluation} == set(events.Tags()["images"])
+
+
+def test_run_writes_weight_and_gradient_histograms_and_gradient_norms(tiny_run):
+    _, trainer, _, out = tiny_run
+    events = _tensorboard_events(out)
+    parameters = {name: p for name, p in trainer.checkpointer.model.named_parameters() if p.requires_grad}
+    histograms = set(events.Tags()["histograms"])
+    assert histograms == {f"{kind}/{name}" for kind in ("weights", "grads") for name in parameters}
+    assert all([event.step for event in events.Histograms(tag)] == [0, 2] for tag in histograms)
+    name, parameter = next(iter(parameters.items()))
+    assert events.Histograms(f"weights/{name}")[0].histogram_value.num == parameter.numel()
+
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    with_norms = [line for line in lines if "grad_norm/total" in line]
+    assert [line["iteration"] for line in with_norms] == [0, 2]
+    layers = {key.split("/", 1)[1]: value for key, value in with_norms[0].items() if key.startswith("grad_norm/")}
+    total = layers.pop("total")
+    assert set(layers) == {name.rsplit(".", 1)[0] for name in parameters}
+    assert total == pytest.approx(math.sqrt(sum(value**2 for value in layers.values())), rel=1e-4)
+    assert [event.step for event in events.Scalars("grad_norm/total")] == [0, 2]
+
+
+def test_training_pictures_and_statistics_change_no_weight(tmp_path):
+    train = ("summaries_train", *write_tiny_coco(tmp_path / "train", num_images=4, seed=1))
+    finals = []
+    for name, extra in (("off", []), ("on", ["VIS_PERIOD=1", "TENSORBOARD.HISTOGRAM_PERIOD=1"])):
+        overrides = ["SOLVER.MAX_ITER=3", "SOLVER.BEST_CHECKPOINT_METRIC=", *extra]
+        cfg = get_cfg(tiny_overrides(train, [], str(tmp_path / name), extra=overrides))
+        default_setup(cfg)
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        finals.append(trainer.checkpointer.model.state_dict())
+    assert all(torch.equal(finals[0][key], finals[1][key]) for key in finals[0])
+
+
+def test_parameter_statistics_see_the_unclipped_gradients_and_the_weights_before_the_step():
+    torch.manual_seed(0)
+    model = Regression()
+    weights_before = model.linear.weight.detach().clone()
+    samples = _samples(4)
+    model(samples)["loss_mse"].backward()
+    expected_norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in model.parameters()))
+    model.zero_grad()
+
+    def zeroing_clipper(params):
+        for p in params:
+            p.grad.zero_()
+
+    trainer = SimpleTrainer(
+        model, iter([samples]), torch.optim.SGD(model.parameters(), lr=0.1), grad_clipper=zeroing_clipper
+    )
+    trainer.register_hooks([ParameterStatistics(model, period=1, bins=8)])
+    trainer.train(0, 1)
+    latest = trainer.storage.latest()
+    assert latest["grad_norm/linear"] == (pytest.approx(expected_norm, rel=1e-5), 0)
+    assert latest["grad_norm/total"][0] == pytest.approx(expected_norm, rel=1e-5)
+    recorded = {h.name: h for h in trainer.storage.histograms()}
+    assert set(recorded) == {"weights/linear.weight", "weights/linear.bias", "grads/linear.weight", "grads/linear.bias"}
+    weight = recorded["weights/linear.weight"]
+    assert (weight.min, weight.max) == pytest.approx((float(weights_before.min()), float(weights_before.max())))
+    assert sum(weight.bucket_counts) == weight.num == 3
+
+
+def test_parameter_statistics_only_every_period_from_iteration_zero():
+    model = Regression()
+    trainer = SimpleTrainer(model, itertools.repeat(_samples(2)), torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.register_hooks([ParameterStatistics(model, period=3)])
+    trainer.train(0, 7)
+    assert [iteration for _, iteration in trainer.storage.history("grad_norm/total").values()] == [0, 3, 6]
+    assert sorted({h.iteration for h in trainer.storage.histograms()}) == [0, 3, 6]
 
 
 def test_best_checkpoint_holds_the_best_metric(tiny_run):

@@ -10,14 +10,18 @@ from torch import nn
 
 from ...config import configurable
 from ...structures import ImageList, Instances
+from ...utils.events import storage_for_training_image
 from ..backbone import Backbone, build_backbone
 from ..postprocessing import check_pred_mask_format, detector_postprocess
 from ..proposal_generator import build_proposal_generator
 from ..registry import META_ARCH_REGISTRY
 from ..roi_heads import build_roi_heads
-from ..roi_heads.mask_head import check_vis_period
 
 BatchedInputs = List[Dict[str, Any]]
+
+# The training picture of GeneralizedRCNN (see visualize_training): how many proposals, and its name.
+VIS_NUM_PROPOSALS = 20
+PROPOSALS_IMAGE_NAME = f"train/ground_truth_left_top{VIS_NUM_PROPOSALS}_proposals_right"
 
 
 @META_ARCH_REGISTRY.register()
@@ -35,11 +39,12 @@ class GeneralizedRCNN(nn.Module):
     per image with ``pred_boxes``, ``scores``, ``pred_classes`` and, with masks on,
     ``pred_masks``: (N, height, width) booleans, or with ``pred_mask_format`` "crop" the same
     masks as a ``CroppedBitMasks``. ``channels_last`` lays the convolutions' weights and the
-    images out channels-last (the same results, faster on GPUs). ``vis_period`` must be 0.
+    images out channels-last (the same results, faster on GPUs). With ``vis_period > 0``,
+    training records a picture every ``vis_period`` iterations (see ``visualize_training``).
 
     From a config: the registered components ``MODEL.BACKBONE``, ``MODEL.PROPOSAL_GENERATOR``
     and ``MODEL.ROI_HEADS`` (built in that order), ``MODEL.PIXEL_MEAN``/``PIXEL_STD``,
-    ``INPUT.FORMAT``, ``TEST.PRED_MASK_FORMAT`` and ``MODEL.CHANNELS_LAST``.
+    ``INPUT.FORMAT``, ``VIS_PERIOD``, ``TEST.PRED_MASK_FORMAT`` and ``MODEL.CHANNELS_LAST``.
     """
 
     @configurable
@@ -68,7 +73,7 @@ class GeneralizedRCNN(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(list(pixel_mean)).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(list(pixel_std)).view(-1, 1, 1), persistent=False)
         self.input_format = input_format
-        self.vis_period = check_vis_period(vis_period)
+        self.vis_period = vis_period
         self.pred_mask_format = check_pred_mask_format(pred_mask_format)
         self.channels_last = channels_last
         if self.channels_last:  # every 4-D weight: backbone, RPN head and the mask head's convolutions
@@ -84,6 +89,7 @@ class GeneralizedRCNN(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
+            "vis_period": cfg.VIS_PERIOD,
             "pred_mask_format": cfg.TEST.PRED_MASK_FORMAT,
             "channels_last": cfg.MODEL.CHANNELS_LAST,
         }
@@ -107,8 +113,32 @@ class GeneralizedRCNN(nn.Module):
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         features = self._backbone_features(images)
         proposals, proposal_losses = self._proposals(images, features, batched_inputs, gt_instances)
+        if self.vis_period > 0:
+            self.visualize_training(batched_inputs, proposals)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
         return {**detector_losses, **proposal_losses}
+
+    def visualize_training(self, batched_inputs: BatchedInputs, proposals: List[Instances]) -> None:
+        """When a training picture is due (every ``vis_period`` iterations, see
+        ``storage_for_training_image``), record ``PROPOSALS_IMAGE_NAME`` in the event storage:
+        the batch's first image with its ground-truth boxes on the left and its
+        ``VIS_NUM_PROPOSALS`` best proposals (by objectness) on the right."""
+        storage = storage_for_training_image(PROPOSALS_IMAGE_NAME, self.vis_period)
+        if storage is None:
+            return
+        from ...data.detection_utils import model_image_to_rgb
+        from ...visualization.training_pictures import as_chw, boxes_beside_boxes
+
+        image = batched_inputs[0]["image"].detach()
+        if image.is_floating_point():
+            image = image.clamp(0, 255).round().to(torch.uint8)
+        image_format = self.input_format or ("L" if image.shape[0] == 1 else "BGR")
+        picture = boxes_beside_boxes(
+            model_image_to_rgb(image, image_format),
+            batched_inputs[0]["instances"].gt_boxes,
+            proposals[0].proposal_boxes[:VIS_NUM_PROPOSALS],
+        )
+        storage.put_image(PROPOSALS_IMAGE_NAME, as_chw(picture))
 
     def _proposals(
         self,

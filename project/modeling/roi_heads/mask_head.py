@@ -13,27 +13,20 @@ from ...config import configurable
 from ...layers import ShapeSpec, cat, conv3x3_norm_relu
 from ...layers.batch_norm import NormSpec
 from ...structures import Instances
-from ...utils.events import current_event_storage
+from ...utils.events import current_event_storage, storage_for_training_image
 from ..registry import ROI_MASK_HEAD_REGISTRY
 
-
-def check_vis_period(vis_period: int) -> int:
-    """``vis_period`` itself when it asks for no training visualisation (0 or less); a ValueError
-    otherwise, since this project's ``EventStorage`` records scalars only, not images."""
-    if vis_period > 0:
-        raise ValueError(
-            f"vis_period={vis_period} asks for training images in the event storage, which this project does not "
-            "record (it logs scalars only); use 0, and look at predictions with the predictor instead"
-        )
-    return vis_period
+# The mask head's training picture (see visualize_mask_training): how many RoIs, and its name.
+VIS_NUM_ROIS = 16
+MASKS_IMAGE_NAME = "train/mask_head_predicted_left_target_right"
 
 
 def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances], vis_period: int = 0) -> torch.Tensor:
     """Mean binary cross-entropy between the logits of each RoI's ground-truth class
     (R, K or 1, M, M) and its ground-truth mask cropped to the RoI and resized to M x M.
     ``instances`` are the foreground proposals with ``proposal_boxes``, ``gt_classes`` and
-    ``gt_masks``; ``vis_period`` must be 0 (see ``check_vis_period``)."""
-    check_vis_period(vis_period)
+    ``gt_masks``. With ``vis_period > 0``, records a picture every ``vis_period`` iterations
+    (see ``visualize_mask_training``)."""
     side = pred_mask_logits.size(2)
     class_agnostic = pred_mask_logits.size(1) == 1
     gt_classes, gt_masks = [], []
@@ -52,6 +45,8 @@ def mask_rcnn_loss(pred_mask_logits: torch.Tensor, instances: List[Instances], v
     else:
         logits = pred_mask_logits[rows, cat(gt_classes, dim=0)]
     report_mask_stats(logits, gt_masks_t)
+    if vis_period > 0:
+        visualize_mask_training(logits, gt_masks_t, vis_period)
     return F.binary_cross_entropy_with_logits(logits, gt_masks_t.to(logits.dtype), reduction="mean")
 
 
@@ -74,6 +69,19 @@ def report_mask_stats(logits: torch.Tensor, gt_masks: torch.Tensor) -> None:
     )
 
 
+def visualize_mask_training(logits: torch.Tensor, gt_masks: torch.Tensor, vis_period: int) -> None:
+    """When a training picture is due (see ``storage_for_training_image``), record
+    ``MASKS_IMAGE_NAME``: for the first ``VIS_NUM_ROIS`` foreground RoIs, the predicted mask
+    probabilities beside the target, from the (R, M, M) logits and targets of the loss."""
+    storage = storage_for_training_image(MASKS_IMAGE_NAME, vis_period)
+    if storage is None:
+        return
+    from ...visualization.training_pictures import as_chw, mask_pairs_grid
+
+    picture = mask_pairs_grid(logits[:VIS_NUM_ROIS].detach().sigmoid(), gt_masks[:VIS_NUM_ROIS])
+    storage.put_image(MASKS_IMAGE_NAME, as_chw(picture))
+
+
 def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Instances]) -> None:
     """Set ``pred_masks`` (N, 1, M, M) probabilities on each image's instances, taken from the
     channel of each instance's predicted class."""
@@ -91,17 +99,18 @@ class BaseMaskRCNNHead(nn.Module):
     """What every mask head shares: ``forward`` runs ``layers`` (the subclass's network, pooled
     features to (R, K or 1, M, M) logits), then the loss in training (``mask_rcnn_loss`` times
     ``loss_weight``) or the predicted masks in inference (``mask_rcnn_inference``).
-    ``vis_period`` must be 0 (see ``check_vis_period``)."""
+    With ``vis_period > 0`` (from a config: ``VIS_PERIOD``), training records a picture of
+    predicted and target masks every ``vis_period`` iterations (see ``visualize_mask_training``)."""
 
     @configurable
     def __init__(self, *, loss_weight: float = 1.0, vis_period: int = 0):
         super().__init__()
         self.loss_weight = loss_weight
-        self.vis_period = check_vis_period(vis_period)
+        self.vis_period = vis_period
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec) -> Dict[str, Any]:
-        return {}
+        return {"vis_period": cfg.VIS_PERIOD}
 
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """Mask logits from pooled features; each subclass defines its own."""
