@@ -89,6 +89,24 @@ class ImageFiles:
                 yield Frame(index, name, error=str(e))
 
 
+def _timestamp_fps(path: str) -> Optional[float]:
+    """Frames per second from the time stamps of the first frames, or None when they say
+    nothing. Headers can be wrong: the shared street clip's says 50 frames/s while its frames
+    are 40 ms apart, and a video written at the header's rate would play twice as fast."""
+    capture = cv2.VideoCapture(path)
+    stamps = []
+    try:
+        for _ in range(3):
+            if not capture.read()[0]:
+                break
+            stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
+    finally:
+        capture.release()
+    if len(stamps) < 3 or stamps[2] <= stamps[1]:
+        return None
+    return 1000.0 / (stamps[2] - stamps[1])
+
+
 class VideoFrames:
     """Frames of a video file, or of a webcam given by its device index. Raises
     ``DemoInputError`` when the video cannot be opened."""
@@ -102,7 +120,8 @@ class VideoFrames:
             what = f"webcam {source}" if isinstance(source, int) else source
             raise DemoInputError(f"{what}: cannot open the video (unsupported format, or no such device)")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and fps > 0 else 30.0
+        measured = _timestamp_fps(source) if isinstance(source, str) else None
+        self.fps = measured or (fps if fps and fps > 0 else 30.0)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count: Optional[int] = count if count > 0 and isinstance(source, str) else None
         self.name = Path(source).stem if isinstance(source, str) else f"webcam{source}"

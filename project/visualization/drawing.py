@@ -19,11 +19,14 @@ def line_thickness(image_size: Sequence[int]) -> int:
     return max(1, int(round(min(image_size[:2]) / 720)))
 
 
-def blend_table(color: np.ndarray, alpha: float) -> np.ndarray:
-    """(256, 1, 3) uint8 lookup table of ``round((1 - alpha) * v + alpha * color)`` per channel,
-    halves rounded up, for ``cv2.LUT``."""
-    values = np.arange(256, dtype=np.float64)[:, None] * (1.0 - alpha) + color.astype(np.float64)[None, :] * alpha
-    return np.floor(values + 0.5).clip(0, 255).astype(np.uint8)[:, None, :]
+def blend_tables(colors: np.ndarray, alpha: float) -> np.ndarray:
+    """(N, 256, 1, 3) uint8: per colour of the (N, 3) ``colors``, the ``cv2.LUT`` table of
+    ``round((1 - alpha) * v + alpha * colour)`` per channel, halves rounded up."""
+    values = (
+        np.arange(256, dtype=np.float64)[None, :, None] * (1.0 - alpha)
+        + colors.astype(np.float64).reshape(-1, 1, 3) * alpha
+    )
+    return np.floor(values + 0.5).clip(0, 255).astype(np.uint8)[:, :, None, :]
 
 
 def fill_masks(
@@ -35,8 +38,9 @@ def fill_masks(
 ) -> None:
     """Blend each instance's colour into the pixels it shows in ``labels`` (see
     ``masks.label_map``): ``image = round((1 - alpha) * image + alpha * colour)`` there (see
-    ``blend_table``), the other pixels untouched. Each pixel is blended once, from its value
+    ``blend_tables``), the other pixels untouched. Each pixel is blended once, from its value
     before the call."""
+    tables = blend_tables(colors, alpha)
     for i, crop in enumerate(crops):
         h, w = crop.mask.shape
         if h == 0 or w == 0:
@@ -44,7 +48,7 @@ def fill_masks(
         window = (slice(crop.y0, crop.y0 + h), slice(crop.x0, crop.x0 + w))
         shown = (labels[window] == i + 1).view(np.uint8)
         result = np.ascontiguousarray(image[window])
-        blended = cv2.LUT(result, blend_table(colors[i], alpha))
+        blended = cv2.LUT(result, tables[i])
         image[window] = cv2.copyTo(blended, shown, result)
 
 

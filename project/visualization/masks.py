@@ -16,8 +16,8 @@ from ..structures import BitMasks, CroppedBitMasks, MaskCrop, PolygonMasks
 
 
 def _dense_to_crops(masks: np.ndarray) -> List[MaskCrop]:
-    """Tight crops of an (N, H, W) array (nonzero = inside)."""
-    masks = masks != 0
+    """Tight crops of an (N, H, W) array (nonzero = inside). Each crop is a copy of its own
+    window; nothing of the full array's size is allocated."""
     image_size = masks.shape[1:]
     rows_any = masks.any(axis=2)
     cols_any = masks.any(axis=1)
@@ -28,7 +28,7 @@ def _dense_to_crops(masks: np.ndarray) -> List[MaskCrop]:
             crops.append(MaskCrop.empty(image_size))
             continue
         y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        crops.append(MaskCrop(mask[y0:y1, x0:x1], int(x0), int(y0), image_size))
+        crops.append(MaskCrop(mask[y0:y1, x0:x1] != 0, int(x0), int(y0), image_size))
     return crops
 
 
