@@ -20,6 +20,7 @@ from ..data.detection_utils import (
     check_image_size,
     convert_image_to_model_format,
     filter_empty_instances,
+    model_image_to_rgb,
     read_image,
     transform_annotations,
 )
@@ -78,18 +79,12 @@ class InspectionInput:
 
     def input_image_rgb(self) -> np.ndarray:
         """The resized image the model sees, as (H', W', 3) uint8 RGB, for drawing."""
-        return model_image_to_rgb(self.model_input["image"], self.image_format)
+        return _drawable_rgb(self.model_input["image"], self.image_format)
 
 
-def model_image_to_rgb(image: torch.Tensor, image_format: str) -> np.ndarray:
-    """A (C, H, W) uint8 model-input tensor in ``image_format`` ("BGR", "RGB" or "L") as an
-    (H, W, 3) uint8 RGB array."""
-    array = image.detach().cpu().numpy().transpose(1, 2, 0)
-    if image_format == "BGR":
-        array = array[:, :, ::-1]
-    elif array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array.astype(np.uint8, copy=False))
+def _drawable_rgb(image: torch.Tensor, image_format: str) -> np.ndarray:
+    """A (C, H, W) uint8 model-input tensor as (H, W, 3) uint8 RGB for drawing (grey repeated)."""
+    return np.ascontiguousarray(convert_image_to_model_format(model_image_to_rgb(image, image_format), "RGB"))
 
 
 def _resized(image: np.ndarray, augmentations: Sequence[Augmentation | Transform]):
@@ -114,7 +109,7 @@ def input_from_image(
     original = torch.as_tensor(np.ascontiguousarray(converted.transpose(2, 0, 1)))
     return InspectionInput(
         model_input={"image": tensor, "height": height, "width": width},
-        image_rgb=model_image_to_rgb(original, image_format),
+        image_rgb=_drawable_rgb(original, image_format),
         image_format=image_format,
         source=source,
     )
@@ -156,7 +151,7 @@ def input_from_dataset_dict(
     )
     return InspectionInput(
         model_input={"image": tensor, "height": height, "width": width},
-        image_rgb=model_image_to_rgb(original, image_format),
+        image_rgb=_drawable_rgb(original, image_format),
         image_format=image_format,
         source=source or str(record["file_name"]),
         ground_truth=ground_truth,
@@ -177,5 +172,4 @@ __all__ = [
     "input_from_dataset_dict",
     "input_from_file",
     "input_from_image",
-    "model_image_to_rgb",
 ]
