@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 
 import cv2
@@ -19,6 +18,7 @@ from project.engine import DefaultPredictor
 
 sys.path.insert(0, str(REPO / "tests" / "inspection"))
 from inspection_fixtures import DSB2018_IMAGE, OVERRIDES, demo_cfg
+from tool_helpers import run_tool
 
 TOOL_PATH = REPO / "tools" / "inspect_model.py"
 
@@ -99,22 +99,16 @@ def test_user_errors_are_told_plainly(tool, dsb2018_val_subset, data_root, tmp_p
         tool.main([*argv, *OVERRIDES, weights_override(data_root)])
 
 
-def run_tool(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(TOOL_PATH), *argv], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-
-
 def test_help_shows_an_example():
-    done = run_tool("--help")
+    done = run_tool(TOOL_PATH, "--help")
     assert done.returncode == 0
     assert "python tools/inspect_model.py --input" in done.stdout and "--top-n" in done.stdout
 
 
 def test_a_bad_command_line_exits_with_one_message(tmp_path):
-    done = run_tool("--input", str(tmp_path / "absent.png"), "--output", str(tmp_path), "MODEL.DEVICE=cpu")
+    done = run_tool(TOOL_PATH, "--input", str(tmp_path / "absent.png"), "--output", str(tmp_path), "MODEL.DEVICE=cpu")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("inspect_model.py: error:")]
     assert errors == [f"inspect_model.py: error: --input {tmp_path / 'absent.png'}: no such file"]
-    assert run_tool("--output", str(tmp_path)).returncode == 1  # neither --input nor --dataset
+    assert run_tool(TOOL_PATH, "--output", str(tmp_path)).returncode == 1  # neither --input nor --dataset

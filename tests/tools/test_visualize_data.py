@@ -5,14 +5,12 @@ skipped and counted, and user errors ending with a message and exit status 1."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO, require_dataset
-from tool_helpers import gt_masks, inside_and_outside, load_tool, read_rgb, unregister
+from tool_helpers import gt_masks, inside_and_outside, load_tool, read_rgb, run_tool, unregister
 from training_fixtures import register_entry
 
 from project.data import DatasetCatalog, load_coco_json, register_coco_instances
@@ -220,16 +218,11 @@ def test_bad_command_lines_name_the_problem(tool, tmp_path):
 
 @pytest.mark.slow
 def test_command_line_help_and_exit_status(tmp_path):
-    def run(*arguments):
-        return subprocess.run(
-            [sys.executable, str(TOOL_PATH), *arguments], cwd=REPO, capture_output=True, text=True, timeout=300
-        )
-
-    shown = run("--help")
+    shown = run_tool(TOOL_PATH, "--help")
     assert shown.returncode == 0
     assert "python tools/visualize_data.py --output-dir" in shown.stdout and "--source" in shown.stdout
 
-    failed = run("--output-dir", str(tmp_path), "--dataset", "no_such_dataset")
+    failed = run_tool(TOOL_PATH, "--output-dir", str(tmp_path), "--dataset", "no_such_dataset")
     assert failed.returncode == 1
     assert "visualize_data.py: error: dataset 'no_such_dataset' is not registered" in failed.stderr
     assert "Traceback" not in failed.stderr

@@ -6,15 +6,13 @@ input ends with a message and exit status 1."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO, require_dataset
 from pycocotools import mask as mask_util
-from tool_helpers import gt_masks, inside_and_outside, load_tool, read_rgb, unregister
+from tool_helpers import gt_masks, inside_and_outside, load_tool, read_rgb, run_tool, unregister
 
 from project.data import register_coco_instances
 from project.engine.cli import CommandLineError
@@ -168,16 +166,11 @@ def test_malformed_input_is_named(tool, coco_mini, data_root, tmp_path):
 
 @pytest.mark.slow
 def test_command_line_help_and_exit_status(tmp_path):
-    def run(*arguments):
-        return subprocess.run(
-            [sys.executable, str(TOOL_PATH), *arguments], cwd=REPO, capture_output=True, text=True, timeout=300
-        )
-
-    shown = run("--help")
+    shown = run_tool(TOOL_PATH, "--help")
     assert shown.returncode == 0
     assert "python tools/visualize_json_results.py" in shown.stdout and "--conf-threshold" in shown.stdout
 
-    failed = run("--input", str(tmp_path / "missing.json"), "--output", str(tmp_path / "out"))
+    failed = run_tool(TOOL_PATH, "--input", str(tmp_path / "missing.json"), "--output", str(tmp_path / "out"))
     assert failed.returncode == 1
     assert f"visualize_json_results.py: error: --input {tmp_path / 'missing.json'}: no such file" in failed.stderr
     assert "Traceback" not in failed.stderr

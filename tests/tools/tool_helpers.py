@@ -4,6 +4,8 @@ ground-truth masks the drawing tools are checked against."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -19,6 +21,13 @@ def load_tool(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_tool(path: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """The tools/ script at ``path`` run as a command from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, str(path), *arguments], cwd=path.parents[1], capture_output=True, text=True, timeout=300
+    )
 
 
 def unregister(name: str) -> None:
