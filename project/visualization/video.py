@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ..structures import Instances, MaskCrop
+from ..structures import CroppedBitMasks, Instances, MaskCrop
 from .colors import PALETTE_SIZE, ColorMode, palette_colors
 from .masks import as_mask_crops, mask_iou
 from .visualizer import VisImage, Visualizer
@@ -106,7 +106,11 @@ class VideoVisualizer:
 
     def draw_instance_predictions(self, frame_rgb: np.ndarray, predictions: Instances) -> VisImage:
         """Draw ``predictions`` on ``frame_rgb`` (as ``Visualizer``), colours following objects."""
-        predictions = predictions.to("cpu")
+        predictions = predictions.to("cpu")  # a copy: fields can be replaced
+        if predictions.has("pred_masks") and not isinstance(predictions.pred_masks, CroppedBitMasks):
+            # Cropped once here, for both the colour matching and the drawing.
+            crops = as_mask_crops(predictions.pred_masks, predictions.image_size)
+            predictions.pred_masks = CroppedBitMasks(crops, predictions.image_size)
         visualizer = Visualizer(frame_rgb, self.metadata, instance_mode=self.instance_mode, **self.visualizer_options)
         colors = None
         if self.instance_mode != ColorMode.SEGMENTATION and predictions.has("pred_boxes"):
