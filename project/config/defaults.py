@@ -199,6 +199,16 @@ class InputConfig:
 
 
 @dataclass
+class DatasetSplitConfig:
+    """Which part of a dataset given as one folder to keep (project.data.datasets.split)."""
+
+    # "all" (every image), "train" or "val": an image is in "val" when a hash of its file name
+    # falls below VAL_FRACTION, so the split is stable when images are added or removed.
+    PART: str = "all"
+    VAL_FRACTION: float = 0.2
+
+
+@dataclass
 class DatasetRegistrationConfig:
     """One dataset registered from the config (see project.data.datasets.registration)."""
 
@@ -209,6 +219,8 @@ class DatasetRegistrationConfig:
     ARGS: Dict[str, Any] = field(default_factory=dict)
     # Metadata, e.g. thing_classes.
     METADATA: Dict[str, Any] = field(default_factory=dict)
+    # Train / val from one folder: register the same ARGS twice with PART train and val.
+    SPLIT: DatasetSplitConfig = field(default_factory=DatasetSplitConfig)
 
 
 @dataclass

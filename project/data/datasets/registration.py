@@ -8,6 +8,8 @@ entry is enough to train on your own data::
           ARGS: {root: /data/cells/train}
           METADATA: {thing_classes: [nucleus]}
       TRAIN: [cells_train]
+
+An entry's ``SPLIT`` keeps the "train" or "val" part of a folder (by a hash of each file name).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .coco import register_coco_instances
 from .instance_id_png import register_instance_id_png
 from .labelme import register_labelme_instances
 from .mask_folder import register_mask_folder_instances
+from .split import select_split
 from .via import register_via_instances
 
 logger = logging.getLogger(__name__)
@@ -59,3 +62,21 @@ def register_datasets_from_config(cfg: DictConfig) -> None:
             raise TypeError(
                 f"DATASETS.REGISTER[{index}] ('{name}'): ARGS {sorted(entry.ARGS)} do not fit {register.__name__}: {e}"
             ) from None
+        split = entry.get("SPLIT", None)
+        if split is not None and split.PART != "all":
+            _keep_split(name, split.PART, float(split.VAL_FRACTION))
+
+
+def _keep_split(name: str, part: str, val_fraction: float) -> None:
+    """Replace the registered loader of ``name`` by one returning only ``part`` of its dicts."""
+    select_split([], part, val_fraction)  # check the settings now, not when the data is loaded
+    load_all = DatasetCatalog[name]
+    DatasetCatalog.remove(name)
+
+    def load_part() -> list:
+        dicts = load_all()
+        kept = select_split(dicts, part, val_fraction)
+        logger.info("dataset '%s': %d of %d images in its '%s' part", name, len(kept), len(dicts), part)
+        return kept
+
+    DatasetCatalog.register(name, load_part)
