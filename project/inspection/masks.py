@@ -10,9 +10,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from ..structures import Boxes, Instances, MaskCrop, pairwise_iou
+from ..structures import Boxes, Instances, MaskCrop, mask_iou, pairwise_iou
 from ..structures.rle import encode_crop
-from ..visualization.masks import as_mask_crops, mask_iou
+from ..visualization.masks import as_mask_crops
 from .inputs import GroundTruth
 
 # A detection is shown with the ground-truth object its box overlaps most, if more than this.

@@ -90,6 +90,33 @@ class MaskCrop:
         full[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.mask
         return full
 
+    @property
+    def window(self) -> Tuple[int, int, int, int]:
+        """The crop's pixel range in the image, ``(x0, y0, x1, y1)``, end exclusive."""
+        h, w = self.mask.shape
+        return self.x0, self.y0, self.x0 + w, self.y0 + h
+
+    def area(self) -> int:
+        """Number of mask pixels."""
+        return int(np.count_nonzero(self.mask))
+
+    def part_in(self, window: Tuple[int, int, int, int]) -> np.ndarray:
+        """The mask's pixels inside ``window`` (x0, y0, x1, y1, end exclusive), as a bool array
+        of the window's part inside the crop (empty when they do not meet). A view, not a copy."""
+        cx0, cy0, cx1, cy1 = self.window
+        x0, y0 = max(window[0], cx0), max(window[1], cy0)
+        x1, y1 = max(min(window[2], cx1), x0), max(min(window[3], cy1), y0)
+        return self.mask[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
+
+    def moved(self, dx: int, dy: int, image_size: Tuple[int, int]) -> MaskCrop:
+        """The same pixels moved by ``(dx, dy)`` into an image of ``image_size`` (the crop must
+        fit inside it), e.g. from a tile into the whole image. Shares the mask array."""
+        h, w = self.mask.shape
+        x0, y0 = self.x0 + int(dx), self.y0 + int(dy)
+        if x0 < 0 or y0 < 0 or x0 + w > image_size[1] or y0 + h > image_size[0]:
+            raise ValueError(f"a {w}x{h} crop at ({x0}, {y0}) does not fit a {image_size} image")
+        return MaskCrop(self.mask, x0, y0, (int(image_size[0]), int(image_size[1])))
+
     def bounding_box(self) -> Tuple[float, float, float, float]:
         """Tight XYXY box around the mask's pixels (pixel edges); zeros when empty."""
         rows = np.flatnonzero(self.mask.any(axis=1))
@@ -102,6 +129,49 @@ class MaskCrop:
             float(self.x0 + cols[-1] + 1),
             float(self.y0 + rows[-1] + 1),
         )
+
+
+def _common_window(a: MaskCrop, b: MaskCrop) -> Tuple[int, int, int, int]:
+    ax0, ay0, ax1, ay1 = a.window
+    bx0, by0, bx1, by1 = b.window
+    return max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+
+
+def intersection_area(a: MaskCrop, b: MaskCrop, window: Tuple[int, int, int, int] | None = None) -> int:
+    """Pixels in both masks (of the same image), inside ``window`` (x0, y0, x1, y1, end
+    exclusive) when given."""
+    x0, y0, x1, y1 = _common_window(a, b)
+    if window is not None:
+        x0, y0, x1, y1 = max(x0, window[0]), max(y0, window[1]), min(x1, window[2]), min(y1, window[3])
+    if x1 <= x0 or y1 <= y0:
+        return 0
+    common = (x0, y0, x1, y1)
+    return int(np.count_nonzero(a.part_in(common) & b.part_in(common)))
+
+
+def mask_iou(a: MaskCrop, b: MaskCrop) -> float:
+    """Intersection over union of two masks of the same image, from their crops' overlap; 0
+    for two empty masks."""
+    area_a, area_b = a.area(), b.area()
+    if area_a + area_b == 0:
+        return 0.0
+    inter = intersection_area(a, b)
+    return inter / (area_a + area_b - inter)
+
+
+def union_of_crops(crops: Sequence[MaskCrop]) -> MaskCrop:
+    """One crop holding every pixel of ``crops`` (masks of the same image), sized to their
+    windows' union."""
+    if not crops:
+        raise ValueError("union_of_crops needs at least one crop")
+    windows = np.array([c.window for c in crops])
+    x0, y0 = windows[:, :2].min(axis=0)
+    x1, y1 = windows[:, 2:].max(axis=0)
+    union = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for c in crops:
+        cx0, cy0, cx1, cy1 = c.window
+        union[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] |= c.mask
+    return MaskCrop(union, int(x0), int(y0), crops[0].image_size)
 
 
 def _padded_crop(crop: MaskCrop) -> Tuple[torch.Tensor, int, int]:

@@ -92,23 +92,3 @@ def label_map(crops: Sequence[MaskCrop], image_size: Tuple[int, int], order: Seq
         h, w = crop.mask.shape
         labels[crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w][crop.mask] = i + 1
     return labels
-
-
-def crop_window(crop: MaskCrop) -> Tuple[int, int, int, int]:
-    """The crop's pixel range ``(x0, y0, x1, y1)``, end exclusive."""
-    h, w = crop.mask.shape
-    return crop.x0, crop.y0, crop.x0 + w, crop.y0 + h
-
-
-def mask_iou(a: MaskCrop, b: MaskCrop) -> float:
-    """Intersection over union of two masks of the same image, from their crops' overlap."""
-    ax0, ay0, ax1, ay1 = crop_window(a)
-    bx0, by0, bx1, by1 = crop_window(b)
-    x0, y0, x1, y1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
-    area_a, area_b = int(np.count_nonzero(a.mask)), int(np.count_nonzero(b.mask))
-    if x1 <= x0 or y1 <= y0 or area_a + area_b == 0:
-        return 0.0
-    part_a = a.mask[y0 - ay0 : y1 - ay0, x0 - ax0 : x1 - ax0]
-    part_b = b.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-    inter = int(np.count_nonzero(part_a & part_b))
-    return inter / (area_a + area_b - inter)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ..structures import CroppedBitMasks, Instances, MaskCrop
+from ..structures import CroppedBitMasks, Instances, MaskCrop, mask_iou
 from .colors import PALETTE_SIZE, ColorMode, palette_colors
-from .masks import as_mask_crops, mask_iou
+from .masks import as_mask_crops
 from .visualizer import VisImage, Visualizer
 
 

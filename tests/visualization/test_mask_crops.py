@@ -16,7 +16,7 @@ import torch
 from conftest import require_dataset
 
 from project.structures import BitMasks, CroppedBitMasks, MaskCrop, PolygonMasks
-from project.visualization.masks import as_mask_crops, label_map, mask_iou, paint_order
+from project.visualization.masks import as_mask_crops, label_map, paint_order
 
 
 def coco_rasterise(polygons, height, width):
@@ -180,33 +180,3 @@ def test_label_map_widens_its_type_for_many_instances():
     labels = label_map(crops, size, range(len(crops)))
     assert labels.dtype == np.int32
     assert labels[2, 2] == 65536
-
-
-def dense_iou(a, b):
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
-
-
-def test_mask_iou_equals_dense_iou(nuclei):
-    masks, _ = nuclei
-    real = masks[:-1]
-    shifted = [np.roll(m, (dy, dx), axis=(0, 1)) for m, (dy, dx) in zip(real, [(1, 1), (0, 2), (1, 0), (0, 1)] * 2)]
-    pairs = [(m, s) for m, s in zip(real, shifted)] + [(real[0], real[1]), (real[2], real[2]), (real[3], masks[-1])]
-    values = []
-    for a, b in pairs:
-        value = mask_iou(MaskCrop.from_array(a), MaskCrop.from_array(b))
-        assert value == pytest.approx(dense_iou(a, b), abs=1e-12)
-        values.append(value)
-    assert 0 < min(values[: len(real)]) and max(values[: len(real)]) < 1, "shifted nuclei overlap partly"
-    assert values[-2] == 1.0 and values[-1] == 0.0
-
-
-def test_mask_iou_of_loose_crops():
-    """Crops need not be tight: a crop with a background border gives the same IoU."""
-    size = (30, 30)
-    a = np.zeros(size, dtype=bool)
-    a[5:15, 5:20] = True
-    b = np.zeros(size, dtype=bool)
-    b[10:25, 12:18] = True
-    loose = MaskCrop(b[2:28, 1:29], 1, 2, size)
-    assert mask_iou(MaskCrop.from_array(a), loose) == pytest.approx(dense_iou(a, b))
