@@ -300,6 +300,27 @@ class PreciseBNConfig:
 
 
 @dataclass
+class TileConfig:
+    """Tiled inference (project.engine.TiledPredictor) on images larger than the model input."""
+
+    # Tile side and overlap in model-input pixels (after SCALE). SIZE 0: INPUT.MIN_SIZE_TEST (or
+    # MAX_SIZE_TEST when that is 0), the scale the model is tested at. Objects no wider and no
+    # taller than OVERLAP are never cut: the tile owning their centre sees them whole.
+    SIZE: int = 0
+    OVERLAP: int = 128
+    # Resize factor applied before tiling, e.g. 2.0 when the model was trained on images shown
+    # twice as large (a model tested at 512 on 256-pixel images).
+    SCALE: float = 1.0
+    # Tiles per model call.
+    BATCH_SIZE: int = 2
+    # Fragments of one object cut by tile borders are joined when their masks cover the same
+    # pixels where their tiles overlap (intersection over the smaller part at least this).
+    JOIN_THRESHOLD: float = 0.5
+    # Mask NMS between objects of different tiles (mask IoU above this, same class).
+    NMS_THRESHOLD: float = 0.5
+
+
+@dataclass
 class TestConfig:
     EVAL_PERIOD: int = 0
     # Maximum detections kept per image, by the model and by the COCO evaluator.
@@ -310,6 +331,7 @@ class TestConfig:
     # "crop", a CroppedBitMasks keeping each mask around its box (little memory on large
     # images). Evaluation with COCOEvaluator always uses "crop".
     PRED_MASK_FORMAT: str = "bitmask"
+    TILE: TileConfig = field(default_factory=TileConfig)
     PRECISE_BN: PreciseBNConfig = field(default_factory=PreciseBNConfig)
 
 

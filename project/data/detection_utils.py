@@ -4,7 +4,7 @@ augmentations from the config, moving annotations through transforms, and turnin
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -91,31 +91,36 @@ def _eight_bit_scale(image: np.ndarray) -> Optional[float]:
     return 255.0 if high <= 1 and np.issubdtype(image.dtype, np.floating) else 1.0
 
 
-def _stretch_to_uint8(image: np.ndarray) -> np.ndarray:
-    """Map the values between the image's ``UINT16_PERCENTILES`` (of all channels together, so
-    colours keep their balance) linearly onto 0..255 and clip the rest; a constant image maps to 0."""
-    values = image.astype(_working_float(image.dtype))
-    low, high = np.percentile(values, UINT16_PERCENTILES)
-    if high <= low:
-        return np.zeros(image.shape, dtype=np.uint8)
-    return np.clip((values - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
+def uint8_conversion(sample: np.ndarray, source: str = "image") -> Callable[[np.ndarray], np.ndarray]:
+    """The mapping to uint8 that the rules of ``convert_image_to_model_format`` choose for
+    ``sample``, as a function that applies that same mapping to other arrays: the tiles of an
+    image too large to convert at once map alike when ``sample`` represents the whole image (its
+    coarsest level, or pixels drawn from all over it). Values outside the sample's range clip.
+    Raises ``UnusableImageError`` naming ``source`` for a sample without pixels, with non-numeric
+    values, or with a NaN or infinite value."""
+    _check_pixels(sample, source)
+    if sample.dtype == np.uint8:
+        return lambda image: image
+    if sample.dtype == np.bool_:
+        return lambda image: np.where(image, np.uint8(255), np.uint8(0))
+    working = _working_float(sample.dtype)
+    scale = _eight_bit_scale(sample)
+    if scale is None:
+        low, high = np.percentile(sample.astype(working), UINT16_PERCENTILES)
+        if high <= low:
+            return lambda image: np.zeros(image.shape, dtype=np.uint8)
+        gain = 255.0 / (high - low)
+        return lambda image: np.clip((image.astype(working) - low) * gain + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(sample.dtype, np.integer):
+        return lambda image: np.clip(image, 0, 255).astype(np.uint8)
+    return lambda image: np.clip(np.rint(image.astype(working) * scale), 0, 255).astype(np.uint8)
 
 
 def scale_to_uint8(image: np.ndarray, source: str = "image") -> np.ndarray:
     """``image`` (any shape) as uint8, by the pixel-value rules stated in
     ``convert_image_to_model_format``. Raises ``UnusableImageError`` naming ``source`` for an
     image without pixels, with non-numeric values, or with a NaN or infinite value."""
-    _check_pixels(image, source)
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.bool_:
-        return np.where(image, np.uint8(255), np.uint8(0))
-    scale = _eight_bit_scale(image)
-    if scale is None:
-        return _stretch_to_uint8(image)
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.uint8)
-    return np.rint(image.astype(_working_float(image.dtype)) * scale).astype(np.uint8)
+    return uint8_conversion(image, source)(image)
 
 
 def _check_layout(image: Any, source: str) -> None:
