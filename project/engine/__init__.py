@@ -31,6 +31,7 @@ from .reproducibility import (
     preserve_rng_state,
     restore_rng_state,
 )
+from .tiled_predictor import TiledPredictor
 from .train_loop import HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "PreciseBN",
     "PredictionImages",
     "SimpleTrainer",
+    "TiledPredictor",
     "TensorboardWriter",
     "TrainerBase",
     "ValidationLoss",
