@@ -99,6 +99,7 @@ def main(argv=None) -> Dict[str, Any]:
     ids = {i["id"] for i in images}
     subset = dict(coco, images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
     mosaic, mosaic_coco = mosaic_ground_truth(coco, images, args.columns, os.path.join(root, "val"))
+    cv2.imwrite(os.path.join(work, "mosaic.png"), mosaic)
     for name, data, image_root in (
         ("dsb_mosaic_parts", subset, os.path.join(root, "val")),
         ("dsb_mosaic", mosaic_coco, work),

@@ -314,7 +314,7 @@ class TileConfig:
     # Tiles per model call.
     BATCH_SIZE: int = 2
     # Fragments of one object cut by tile borders are joined when their masks cover the same
-    # pixels where their tiles overlap (intersection over the smaller part at least this).
+    # pixels where their tiles overlap (IoU of their parts there at least this).
     JOIN_THRESHOLD: float = 0.5
     # Mask NMS between objects of different tiles (mask IoU above this, same class).
     NMS_THRESHOLD: float = 0.5

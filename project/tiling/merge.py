@@ -7,10 +7,13 @@ image area):
    (``TileGrid``). An object no larger than the overlap is seen whole by the tile owning its
    centre and reported by that tile alone.
 2. Joining: an object larger than the overlap may be cut by tile borders into fragments kept by
-   several tiles. A fragment touching an inner tile border is joined with each detection of the
-   same class from another tile whose mask covers the same pixels where the two tiles overlap
-   (intersection over the smaller of the two masks' parts there, at least ``join_threshold``);
-   joined fragments become one object: the union of their masks and boxes, the best score.
+   several tiles. Both tiles see the pixels they share, so two fragments of one object cover the
+   same pixels there. A fragment touching an inner tile border is joined with each detection of
+   the same class from another tile whose mask matches it where the two tiles overlap (IoU of
+   the two masks' parts there at least ``join_threshold``); joined fragments become one object:
+   the union of their masks and boxes, the best score. (Intersection over the smaller part, the
+   usual alternative, joins distinct neighbours: a fragment reaching a pixel or two into the
+   shared strip is "covered" by whatever touches it there.)
 3. Safety net: mask NMS between objects of different tiles (mask IoU above ``nms_threshold``,
    same class: the lower score goes).
 """
@@ -161,7 +164,8 @@ def _join_fragments(
             part_j = np.count_nonzero(owned.masks[j].part_in(shared))
             if min(part_i, part_j) == 0:
                 continue
-            if intersection_area(owned.masks[i], owned.masks[j], shared) >= threshold * min(part_i, part_j):
+            inter = intersection_area(owned.masks[i], owned.masks[j], shared)
+            if inter >= threshold * (part_i + part_j - inter):
                 parent[_find(parent, j)] = _find(parent, i)
     groups: Dict[int, List[int]] = defaultdict(list)
     for i in range(len(parent)):
