@@ -6,10 +6,12 @@ or python -m project.demo).
         MODEL.WEIGHTS=output/model_final.pth --confidence-threshold 0.7
     python demo.py --webcam --output webcam.mp4 +experiment=finetune_road MODEL.WEIGHTS=model.pth
     python demo.py --input 'plates/**/*.tif' --output out/ --save-instances --classes nucleus ...
+    python demo.py --tile --input slides/ --output out/ --tile-size 512 MODEL.WEIGHTS=model.pth
 
 Trailing arguments are config overrides, as for train_net.py (``+experiment=...``, ``KEY=VALUE``);
 with ``--config-file`` (a ``config.yaml`` saved by a training run) they apply on top of that file.
-Without ``--output`` results are shown in a window (q or Esc stops).
+Without ``--output`` results are shown in a window (q or Esc stops). ``--tile`` is for images
+larger than the model input, such as whole-slide scans (see "tiled inference" above).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..data import DatasetCatalog, MetadataCatalog, register_datasets_from_confi
 from ..engine import cli
 from ..engine.predictor import DefaultPredictor
 from ..structures import Instances
+from ..tiling.readers import LargeImageError
 from ..visualization import ColorMode, Visualizer
 from ..visualization.video import VideoVisualizer
 from .pipeline import Timings, run_pipeline
@@ -53,10 +56,13 @@ USER_ERRORS = cli.USER_ERRORS + (
     CheckpointFormatError,
     CheckpointMismatchError,
     UnsafeCheckpointError,
+    LargeImageError,
 )
 
 PROG = "demo.py"
 COLOR_MODES = {"instance": ColorMode.IMAGE, "class": ColorMode.SEGMENTATION, "grey": ColorMode.IMAGE_BW}
+# With --tile, images up to this size are also drawn, read whole (64 MP: 192 MB as 8-bit RGB).
+TILED_PICTURE_MAX_PIXELS = 64_000_000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,12 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes", nargs="+", metavar="NAME_OR_ID", help="keep only these classes (names or model class ids)"
     )
     parser.add_argument(
-        "--max-detections", type=int, help="at most this many objects per image (default: TEST.DETECTIONS_PER_IMAGE)"
+        "--max-detections",
+        type=int,
+        help="at most this many objects per image, with --tile per tile (default: TEST.DETECTIONS_PER_IMAGE)",
     )
     parser.add_argument(
         "--max-frames", type=int, help="stop after this many frames or images (a quick look at a long video)"
     )
-    parser.add_argument("--batch-size", type=int, help="frames per model call (default 4 for video files, 1 otherwise)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="frames per model call (default 4 for video files, 1 otherwise); with --tile, tiles per call "
+        "(default TEST.TILE.BATCH_SIZE)",
+    )
     parser.add_argument(
         "--save-instances",
         action="store_true",
@@ -111,7 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timings-json", metavar="FILE", help="write the run's per-stage timings as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tile_options(parser)
     return parser
+
+
+def _add_tile_options(parser: argparse.ArgumentParser) -> None:
+    tiled = parser.add_argument_group(
+        "tiled inference (large images)",
+        "--tile runs the model over each input image tile by tile, reading only the tiles it needs\n"
+        "(whole-slide scans, big TIFFs; images only, not video), and writes into the --output folder,\n"
+        "per image: <stem>.json (COCO results), <stem>_labels.tif (uint32 instance ids, for QuPath or\n"
+        "napari), <stem>.geojson (for QuPath or QGIS) and, when the image has at most\n"
+        f"{TILED_PICTURE_MAX_PIXELS / 1e6:.0f} megapixels, a picture <stem>.jpg.",
+    )
+    tiled.add_argument("--tile", action="store_true", help="run each input image tile by tile (see above)")
+    tiled.add_argument(
+        "--tile-size",
+        type=cli.positive_int,
+        metavar="PX",
+        help="tile side in model-input pixels (TEST.TILE.SIZE, else the test size)",
+    )
+    tiled.add_argument(
+        "--tile-overlap", type=cli.non_negative_int, metavar="PX", help="overlap of tiles (TEST.TILE.OVERLAP)"
+    )
+    tiled.add_argument(
+        "--tile-scale", type=cli.positive_float, metavar="FACTOR", help="resize factor before tiling (TEST.TILE.SCALE)"
+    )
+    tiled.add_argument(
+        "--pyramid-levels",
+        type=cli.non_negative_int,
+        metavar="N",
+        help="coarser levels in the label TIFF (default: as many as the input image has)",
+    )
 
 
 def load_config(config_file: Optional[str], overrides: Sequence[str]) -> DictConfig:
@@ -166,6 +210,19 @@ def class_ids(selection: Optional[Sequence[str]], names: Optional[Sequence[str]]
     return ids
 
 
+def select_classes(instances: Instances, keep: Optional[set]) -> Instances:
+    """The instances whose class is in ``keep`` (all of them when ``keep`` is None)."""
+    if keep is None:
+        return instances
+    selected = torch.tensor([int(c) in keep for c in instances.pred_classes.tolist()], dtype=torch.bool)
+    return instances[selected.to(instances.pred_classes.device)]
+
+
+def drawing_options(args: argparse.Namespace) -> dict:
+    """``Visualizer`` keywords that --color-mode and --mask-only choose."""
+    return {"instance_mode": COLOR_MODES[args.color_mode], "mask_only": args.mask_only}
+
+
 def _source_of(args: argparse.Namespace) -> Union[ImageFiles, VideoFrames]:
     given = [x for x in (args.input, args.video_input, args.webcam) if x is not None]
     if len(given) != 1:
@@ -195,11 +252,9 @@ class DemoRun:
     def __init__(self, args: argparse.Namespace, source: Union[ImageFiles, VideoFrames], names: Optional[List[str]]):
         self.args, self.source = args, source
         self.metadata = {"thing_classes": names} if names else None
-        options = {"mask_only": args.mask_only}
-        mode = COLOR_MODES[args.color_mode]
         self.video = isinstance(source, VideoFrames)
-        self.video_visualizer = VideoVisualizer(self.metadata, mode, **options) if self.video else None
-        self.visualizer_options = dict(instance_mode=mode, **options)
+        self.visualizer_options = drawing_options(args)
+        self.video_visualizer = VideoVisualizer(self.metadata, **self.visualizer_options) if self.video else None
         self.output = Path(args.output) if args.output else None
         self.writer = (
             VideoWriter(_video_path(args.output, source, args.codec), source.fps, args.codec)
@@ -267,14 +322,19 @@ class DemoRun:
 def _predict_function(predictor: DefaultPredictor, keep: Optional[set]):
     def predict(images: List[Any]) -> List[dict]:
         outputs = predictor(images)
-        if keep is not None:
-            for output in outputs:
-                instances = output["instances"]
-                selected = torch.tensor([int(c) in keep for c in instances.pred_classes.tolist()], dtype=torch.bool)
-                output["instances"] = instances[selected.to(instances.pred_classes.device)]
+        for output in outputs:
+            output["instances"] = select_classes(output["instances"], keep)
         return outputs
 
     return predict
+
+
+def skipped_lines(skipped: Sequence[Tuple[str, str]], shown: int = 10) -> List[str]:
+    """Summary lines naming the first ``shown`` skipped inputs and why, and how many more."""
+    lines = [f"  skipped {name}: {error}" for name, error in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more")
+    return lines
 
 
 def _summary(timings: Timings, run: DemoRun) -> str:
@@ -287,10 +347,7 @@ def _summary(timings: Timings, run: DemoRun) -> str:
         f"decode {ms['decode']:.0f} ms, draw {ms['draw']:.0f} ms, encode {ms['encode']:.0f} ms "
         f"(model {100 * figures['model_share_of_wall']:.0f}% of wall time)"
     ]
-    for name, error in timings.skipped[:10]:
-        lines.append(f"  skipped {name}: {error}")
-    if len(timings.skipped) > 10:
-        lines.append(f"  ... and {len(timings.skipped) - 10} more")
+    lines += skipped_lines(timings.skipped)
     if run.writer is not None:
         lines.append(f"  video: {run.writer.path} ({run.writer.frames} frames)")
     elif run.output is not None:
@@ -341,6 +398,19 @@ def run_demo(argv: Sequence[str], on_frame: Optional[Callable[[Frame], None]] = 
         raise DemoInputError(f"MODEL.WEIGHTS={cfg.MODEL.WEIGHTS}: no such file")
     if not weights:
         logger.warning("MODEL.WEIGHTS is empty: the model has random weights and its detections mean nothing")
+    if args.tile:
+        from .tiled import run_tiled  # imported here, not at the top: tiled.py builds on this module
+
+        timings = run_tiled(args, cfg)
+    else:
+        timings = _run_on_frames(args, cfg, on_frame)
+    if args.timings_json:
+        Path(args.timings_json).write_text(json.dumps(timings.as_dict(), indent=2))
+    return timings
+
+
+def _run_on_frames(args: argparse.Namespace, cfg: DictConfig, on_frame: Optional[Callable[[Frame], None]]) -> Timings:
+    """The demo on images, a video or a webcam, frame by frame through ``run_pipeline``."""
     source = _source_of(args)
     names = class_names_of(cfg)
     keep = class_ids(args.classes, names, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
@@ -363,8 +433,6 @@ def run_demo(argv: Sequence[str], on_frame: Optional[Callable[[Frame], None]] = 
         finally:
             run.close()
     print(_summary(timings, run), file=sys.stderr)
-    if args.timings_json:
-        Path(args.timings_json).write_text(json.dumps(timings.as_dict(), indent=2))
     return timings
 
 

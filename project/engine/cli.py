@@ -59,6 +59,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0, else an ``ArgumentTypeError`` quoting ``text``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number, 0 or more, else an ``ArgumentTypeError`` quoting ``text``."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,6 +49,32 @@ def _intensity_sample(image: LargeImage) -> np.ndarray:
     return np.concatenate(windows)
 
 
+def tile_settings(
+    cfg: DictConfig,
+    tile_size: Optional[int] = None,
+    overlap: Optional[int] = None,
+    scale: Optional[float] = None,
+    batch_size: Optional[int] = None,
+) -> Tuple[int, int, float, int]:
+    """``(tile_size, overlap, scale, batch_size)``: the arguments given, else ``cfg.TEST.TILE``
+    (a tile ``SIZE`` of 0 means the test size, ``INPUT.MIN_SIZE_TEST``, or ``MAX_SIZE_TEST``
+    when that is 0). Raises ``ValueError`` for a size or overlap that cannot tile, or a scale or
+    batch size not above 0."""
+    settings = cfg.TEST.TILE
+    default_size = settings.SIZE or cfg.INPUT.MIN_SIZE_TEST or cfg.INPUT.MAX_SIZE_TEST
+    size = int(tile_size if tile_size is not None else default_size)
+    overlap = int(overlap if overlap is not None else settings.OVERLAP)
+    scale = float(scale if scale is not None else settings.SCALE)
+    batch_size = int(batch_size if batch_size is not None else settings.BATCH_SIZE)
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(
+            f"tiles of {size} pixels cannot overlap by {overlap}: the overlap must be 0 or more and below the tile size"
+        )
+    if scale <= 0 or batch_size <= 0:
+        raise ValueError(f"the tile scale and batch size must be above 0, got {scale} and {batch_size}")
+    return size, overlap, scale, batch_size
+
+
 class TiledPredictor:
     """Predicts on images far larger than the model input (whole-slide scans, mosaics, aerial
     images) by running the model of ``cfg`` on overlapping tiles and merging their detections
@@ -77,22 +103,15 @@ class TiledPredictor:
         scale: Optional[float] = None,
         batch_size: Optional[int] = None,
     ):
+        self.tile_size, self.overlap, self.scale, self.batch_size = tile_settings(
+            cfg, tile_size, overlap, scale, batch_size
+        )
         cfg = copy.deepcopy(cfg)
         cfg.TEST.PRED_MASK_FORMAT = "crop"
         self.cfg = cfg
         self.model = DefaultPredictor(cfg).model
-        settings = cfg.TEST.TILE
-        default_size = settings.SIZE or cfg.INPUT.MIN_SIZE_TEST or cfg.INPUT.MAX_SIZE_TEST
-        self.tile_size = int(tile_size if tile_size is not None else default_size)
-        self.overlap = int(overlap if overlap is not None else settings.OVERLAP)
-        self.scale = float(scale if scale is not None else settings.SCALE)
-        self.batch_size = int(batch_size if batch_size is not None else settings.BATCH_SIZE)
-        if self.tile_size <= 0 or not 0 <= self.overlap < self.tile_size:
-            raise ValueError(f"tiles need a size > 0 and 0 <= overlap < size; got {self.tile_size}, {self.overlap}")
-        if self.scale <= 0 or self.batch_size <= 0:
-            raise ValueError(f"scale and batch size must be positive; got {self.scale}, {self.batch_size}")
-        self.join_threshold = float(settings.JOIN_THRESHOLD)
-        self.nms_threshold = float(settings.NMS_THRESHOLD)
+        self.join_threshold = float(cfg.TEST.TILE.JOIN_THRESHOLD)
+        self.nms_threshold = float(cfg.TEST.TILE.NMS_THRESHOLD)
         self.input_format = cfg.INPUT.FORMAT
         self.last_report: Optional[MergeReport] = None
         self.last_seconds: Dict[str, float] = {}
