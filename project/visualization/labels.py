@@ -79,10 +79,11 @@ def draw_labels(
     pad = max(1, text_h // 5)
     placer = LabelPlacer(image.shape[:2], cell=max(2, (text_h + baseline) // 2))
     hidden = 0
+    corners = np.rint(boxes).astype(np.int64).tolist()  # Python ints: rounding numpy floats one by one is slow
     for i in order:
         (text_w, _), _ = cv2.getTextSize(texts[i], FONT, scale, thickness)
         size = (text_w + 2 * pad, text_h + baseline + 2 * pad)
-        corner = placer.place(boxes[i], size)
+        corner = placer.place(corners[i], size)
         if corner is None:
             hidden += 1
             continue
