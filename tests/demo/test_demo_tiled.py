@@ -17,46 +17,13 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import tifffile
-import torch
-from torch import nn
 
 from project.demo import main, run_demo
 from project.demo.cli import build_parser
-from project.modeling.meta_arch.build import META_ARCH_REGISTRY
-from project.structures import Boxes, CroppedBitMasks, Instances, MaskCrop
 from project.tiling.grid import TileGrid
 
 TILE, OVERLAP = 256, 48
-MODEL = ["MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", "MODEL.META_ARCHITECTURE=BrightBlobsForDemoTests"]
-
-
-@META_ARCH_REGISTRY.register()
-class BrightBlobsForDemoTests(nn.Module):
-    """Each 8-connected component of pixels brighter than 127 is an object of class 0, scored
-    by its mean brightness (above 0.5 here); masks as crops, inputs not resized."""
-
-    def __init__(self, cfg):
-        super().__init__()
-
-    def forward(self, batched_inputs):
-        outputs = []
-        for item in batched_inputs:
-            grey = item["image"].numpy().mean(axis=0)
-            count, labels, stats, _ = cv2.connectedComponentsWithStats((grey > 127).astype(np.uint8), connectivity=8)
-            boxes, scores, crops = [], [], []
-            for k in range(1, count):
-                x, y, w, h = (int(v) for v in stats[k, :4])
-                mask = labels[y : y + h, x : x + w] == k
-                boxes.append([x, y, x + w, y + h])
-                scores.append(float(grey[y : y + h, x : x + w][mask].mean() / 255))
-                crops.append(MaskCrop(mask, x, y, grey.shape))
-            result = Instances(grey.shape)
-            result.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-            result.scores = torch.tensor(scores, dtype=torch.float32)
-            result.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
-            result.pred_masks = CroppedBitMasks(crops, grey.shape)
-            outputs.append({"instances": result})
-        return outputs
+MODEL = ["MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", "MODEL.META_ARCHITECTURE=BrightBlobs"]
 
 
 def border_scene(height=900, width=1200, seed=0):

@@ -1,60 +1,23 @@
 """Tiled inference across tile seams: objects placed on tile borders and corners, larger than the
 overlap and longer than a tile, come out exactly once with their whole masks.
 
-The detector here is a registered meta-architecture that reports each 8-connected bright blob of
-its input as one object (its exact mask, box and a score). Like a trained Mask R-CNN, it sees only
-its tile, so it reports objects cut by a tile border as fragments; unlike one, it never misses, so
-any object lost, doubled or left in pieces is the merge's fault. Run untiled, it gives each
-object's true mask: the reference.
+The detector is tests/blob_detector.py's BrightBlobs, which reports each bright blob it sees with
+its exact mask: objects cut by a tile border come out as fragments, and run untiled it gives
+each object's true mask, the reference.
 """
 
 from __future__ import annotations
 
+import blob_detector
 import cv2
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from project.config import get_cfg
 from project.engine.tiled_predictor import TiledPredictor
-from project.modeling.meta_arch.build import META_ARCH_REGISTRY
-from project.structures import Boxes, CroppedBitMasks, Instances, MaskCrop, mask_iou
+from project.structures import MaskCrop, mask_iou
 from project.tiling.grid import TileGrid, tile_starts
-
-
-@META_ARCH_REGISTRY.register()
-class BrightBlobsForTilingTests(nn.Module):
-    """Each 8-connected component of pixels brighter than 127 is an object of class 0, scored
-    by its mean brightness; masks as crops. Inputs are not resized (tiles at scale 1)."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, batched_inputs):
-        self.calls += 1
-        outputs = []
-        for item in batched_inputs:
-            image = item["image"].numpy().transpose(1, 2, 0)
-            assert image.shape[:2] == (item["height"], item["width"])
-            grey = image.mean(axis=2)
-            count, labels, stats, _ = cv2.connectedComponentsWithStats((grey > 127).astype(np.uint8), connectivity=8)
-            boxes, scores, crops = [], [], []
-            for k in range(1, count):
-                x, y, w, h = (int(v) for v in stats[k, :4])
-                mask = labels[y : y + h, x : x + w] == k
-                boxes.append([x, y, x + w, y + h])
-                scores.append(float(grey[y : y + h, x : x + w][mask].mean() / 255))
-                crops.append(MaskCrop(mask, x, y, grey.shape))
-            result = Instances(grey.shape)
-            result.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-            result.scores = torch.tensor(scores, dtype=torch.float32)
-            result.pred_classes = torch.zeros(len(boxes), dtype=torch.int64)
-            result.pred_masks = CroppedBitMasks(crops, grey.shape)
-            outputs.append({"instances": result})
-        return outputs
-
 
 TILE, OVERLAP = 256, 48
 
@@ -96,7 +59,7 @@ def seam_scene(height=900, width=1100, seed=0):
 @pytest.fixture(scope="module")
 def blob_cfg():
     cfg = get_cfg(["MODEL.DEVICE=cpu", "MODEL.WEIGHTS="])
-    cfg.MODEL.META_ARCHITECTURE = "BrightBlobsForTilingTests"
+    cfg.MODEL.META_ARCHITECTURE = blob_detector.NAME
     return cfg
 
 
