@@ -59,12 +59,17 @@ def grey_background(image: np.ndarray, labels: np.ndarray) -> None:
 
 
 def draw_contours(image: np.ndarray, crops: Sequence[MaskCrop], colors: np.ndarray, thickness: int) -> None:
-    """Outline each mask (outer borders and holes) in its colour."""
+    """Outline each mask (outer borders and holes) in its colour, with lines ``thickness``
+    pixels wide through polygons that stay within a third of the line width of the mask's exact
+    border (fewer vertices: thick lines cost OpenCV a joint per vertex, which was most of the
+    drawing time at 4K)."""
+    tolerance = thickness / 3
     for crop, color in zip(crops, colors):
         if crop.mask.size == 0:
             continue
-        contours, _ = cv2.findContours(crop.mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(crop.mask.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         if contours:
+            contours = [cv2.approxPolyDP(c, tolerance, True) for c in contours]
             cv2.drawContours(image, contours, -1, tuple(int(c) for c in color), thickness, offset=(crop.x0, crop.y0))
 
 
