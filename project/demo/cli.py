@@ -17,7 +17,6 @@ larger than the model input, such as whole-slide scans (see "tiled inference" ab
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import json
 import logging
@@ -40,6 +39,7 @@ from ..engine import cli
 from ..engine.predictor import DefaultPredictor
 from ..structures import Instances
 from ..tiling.readers import LargeImageError
+from ..utils.memory import map_large_blocks_separately
 from ..visualization import ColorMode, Visualizer
 from ..visualization.video import VideoVisualizer
 from .pipeline import Timings, run_pipeline
@@ -366,23 +366,11 @@ def _is_override(value: str) -> bool:
     return bool(_OVERRIDE.match(value)) and not os.path.exists(value)
 
 
-def _return_large_blocks_to_the_system() -> None:
-    """Have glibc serve every allocation of 1 MiB or more (frames, feature maps) with its own
-    mapping, freed back to the system at once. By default glibc raises that threshold as large
-    blocks are freed, and the reader, model and writer threads then fragment the heap: the
-    demo's memory grew 22% between frames 100 and 600 of a video without it."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-        except (OSError, AttributeError):  # not glibc
-            pass
-
-
 def run_demo(argv: Sequence[str], on_frame: Optional[Callable[[Frame], None]] = None) -> Timings:
     """Parse ``argv``, run the demo and return its timings; user errors raise (see ``main``).
     ``on_frame`` is called after each frame is written (for measurements)."""
     args, overrides = cli.split_overrides(build_parser(), argv)
-    _return_large_blocks_to_the_system()
+    map_large_blocks_separately()  # the demo grew 22% between frames 100 and 600 of a video without it
     for option in ("input", "classes"):  # nargs="+" options also swallow overrides written after them
         values = getattr(args, option)
         if values:

@@ -18,6 +18,7 @@ from ..structures import Instances
 from ..tiling.grid import Tile, TileGrid
 from ..tiling.merge import MergeReport, TileDetections, merge_tile_detections
 from ..tiling.readers import ArrayLargeImage, LargeImage, open_large_image
+from ..utils.memory import release_free_memory
 from .predictor import DefaultPredictor
 
 # Pixels read to choose one 8-bit mapping for a whole non-8-bit image: its coarsest pyramid level
@@ -158,6 +159,8 @@ class TiledPredictor:
                 model_seconds += time.perf_counter() - model_start
                 for tile, output in zip(batch, outputs):
                     detections.append(TileDetections.from_instances(tile, output["instances"], image_size))
+                del inputs, outputs
+                release_free_memory()  # freed feature maps between the masks kept would stay resident
                 bar.update(len(batch))
         merge_start = time.perf_counter()
         instances, self.last_report = merge_tile_detections(
