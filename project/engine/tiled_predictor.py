@@ -148,7 +148,9 @@ class TiledPredictor:
         start = time.perf_counter()
         image_size = (image.height, image.width)
         grid = self.grid(image_size)
-        to_uint8 = uint8_conversion(_intensity_sample(image), source=image.path)
+        # 8-bit pixels map to themselves; other types get one mapping from a sample of the image.
+        sample = image.read_region(0, 0, 1, 1) if image.dtype == np.uint8 else _intensity_sample(image)
+        to_uint8 = uint8_conversion(sample, source=image.path)
         detections: List[TileDetections] = []
         model_seconds = 0.0
         with tqdm(total=len(grid), unit="tile", disable=not progress, desc=image.path) as bar:
