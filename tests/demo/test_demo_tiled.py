@@ -17,13 +17,14 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import tifffile
+from blob_detector import NAME as BLOB_DETECTOR  # registers the stand-in detector
 
 from project.demo import main, run_demo
 from project.demo.cli import build_parser
 from project.tiling.grid import TileGrid
 
 TILE, OVERLAP = 256, 48
-MODEL = ["MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", "MODEL.META_ARCHITECTURE=BrightBlobs"]
+MODEL = ["MODEL.DEVICE=cpu", "MODEL.WEIGHTS=", f"MODEL.META_ARCHITECTURE={BLOB_DETECTOR}"]
 
 
 def border_scene(height=900, width=1200, seed=0):
