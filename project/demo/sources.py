@@ -8,7 +8,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -41,23 +41,25 @@ def is_video(path: str) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _images_in_folder(folder: Path) -> List[Tuple[Path, str]]:
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+def _images_in_folder(folder: Path, extensions: AbstractSet[str]) -> List[Tuple[Path, str]]:
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions]
     return [(p, p.relative_to(folder).as_posix()) for p in sorted(files)]
 
 
-def expand_image_inputs(inputs: Sequence[str]) -> List[Tuple[Path, str]]:
+def expand_image_inputs(
+    inputs: Sequence[str], extensions: AbstractSet[str] = IMAGE_EXTENSIONS
+) -> List[Tuple[Path, str]]:
     """``(path, name)`` of every image named by ``inputs``: files as given, glob patterns
-    (``**`` recursive) sorted, folders searched recursively and sorted, each image's ``name``
-    relative to its folder (the file name for files and globs). Raises ``DemoInputError`` for
-    an input that matches nothing."""
+    (``**`` recursive) sorted, folders searched recursively and sorted for files with one of
+    ``extensions`` (lower case, with the dot), each image's ``name`` relative to its folder (the
+    file name for files and globs). Raises ``DemoInputError`` for an input that matches nothing."""
     found: List[Tuple[Path, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            images = _images_in_folder(path)
+            images = _images_in_folder(path, extensions)
             if not images:
-                raise DemoInputError(f"{item}: the folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise DemoInputError(f"{item}: the folder holds no images ({', '.join(sorted(extensions))})")
             found.extend(images)
         elif path.is_file():
             found.append((path, path.name))

@@ -38,7 +38,7 @@ from ..tiling.readers import WHOLE_SLIDE_FORMATS, LargeImage, LargeImageError, o
 from ..visualization import Visualizer
 from .cli import TILED_PICTURE_MAX_PIXELS, class_ids, class_names_of, drawing_options, select_classes, skipped_lines
 from .pipeline import Timings
-from .sources import DemoInputError, expand_image_inputs, is_video
+from .sources import IMAGE_EXTENSIONS, DemoInputError, expand_image_inputs, is_video
 from .writers import write_image
 
 logger = logging.getLogger("project.demo")
@@ -74,27 +74,6 @@ class TiledTimings(Timings):
         return figures
 
 
-def _slides_in_folder(folder: Path) -> List[Tuple[Path, str]]:
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in WHOLE_SLIDE_FORMATS]
-    return [(p, p.relative_to(folder).as_posix()) for p in sorted(files)]
-
-
-def tiled_image_files(inputs: Sequence[str]) -> List[Tuple[Path, str]]:
-    """``expand_image_inputs(inputs)``, folders also giving their whole-slide files (.svs,
-    .ndpi, ... of ``WHOLE_SLIDE_FORMATS``)."""
-    found: List[Tuple[Path, str]] = []
-    for item in inputs:
-        slides = _slides_in_folder(Path(item)) if Path(item).is_dir() else []
-        try:
-            images = expand_image_inputs([item])
-        except DemoInputError:
-            if not slides:
-                raise
-            images = []
-        found.extend(sorted(images + slides))
-    return found
-
-
 def tiled_inputs(args: argparse.Namespace) -> List[Tuple[Path, str]]:
     """``(path, name)`` of the images --tile runs on. Raises ``DemoInputError`` for a video or
     webcam, without --input or --output, and with --save-instances."""
@@ -113,7 +92,7 @@ def tiled_inputs(args: argparse.Namespace) -> List[Tuple[Path, str]]:
             "--save-instances does not apply with --tile, which writes COCO results, a label TIFF and GeoJSON "
             "per image anyway"
         )
-    files = tiled_image_files(args.input)
+    files = expand_image_inputs(args.input, IMAGE_EXTENSIONS | set(WHOLE_SLIDE_FORMATS))  # slides too
     return files[: args.max_frames] if args.max_frames else files
 
 
