@@ -174,3 +174,98 @@ def test_crops_cover_only_the_boxes():
     # Rows 19..25 and columns 9..30: the box rounded out to whole pixels and one pixel more.
     assert (first.x0, first.y0, first.mask.shape) == (9, 19, (7, 22))
     assert outside.mask.size == 0
+
+
+# Hand-written pixel sets. A box's coordinates are continuous and pixel (x, y) is the unit square
+# [x, x + 1) x [y, y + 1) with its centre at (x + 0.5, y + 0.5), so the box (x0, y0, x1, y1) covers
+# columns x with x0 < x + 0.5 < x1 and rows y with y0 < y + 0.5 < y1: ``mask[rows, columns]``.
+# Pasting samples the mask bilinearly at those centres, mask cell j spanning the box's
+# [x0 + j w / M, x0 + (j + 1) w / M); a pixel whose centre lies a distance d inside the box edge
+# but within half a cell of it gets a constant-1 mask's value 0.5 + d M / w (zero padding outside).
+
+
+def expected_mask(height, width, rows, columns) -> np.ndarray:
+    out = np.zeros((height, width), dtype=bool)
+    out[rows[0] : rows[1], columns[0] : columns[1]] = True
+    return out
+
+
+def assert_same_pixels(out: np.ndarray, expected: np.ndarray) -> None:
+    """Equal masks, or a message naming the (row, column) pixels that differ."""
+    wrong_on = np.argwhere(out & ~expected).tolist()
+    wrong_off = np.argwhere(expected & ~out).tolist()
+    assert not wrong_on and not wrong_off, f"on but outside: {wrong_on[:8]}; off but inside: {wrong_off[:8]}"
+
+
+@pytest.mark.parametrize(
+    "box, rows, columns",
+    [
+        # x in (10.3, 29.6): centres 10.5 .. 29.5 -> columns 10..29 (9.5 and 30.5 fall outside);
+        # y in (20.8, 49.2): centres 21.5 .. 48.5 -> rows 21..48 (20.5 and 49.5 fall outside).
+        # Thinnest margins: column 10, d = 0.2 -> 0.5 + 0.2 * 28 / 19.3 = 0.79; column 29,
+        # d = 0.1 -> 0.65; rows 21 and 48, d = 0.7 -> a whole half cell inside, 1.0.
+        ((10.3, 20.8, 29.6, 49.2), (21, 49), (10, 30)),
+        # x in (10.7, 30.4): columns 11..29; y in (20.2, 49.9): rows 20..49.
+        ((10.7, 20.2, 30.4, 49.9), (20, 50), (11, 30)),
+    ],
+)
+def test_constant_one_mask_covers_the_pixels_whose_centres_lie_in_the_box(box, rows, columns):
+    height, width = 64, 48
+    out = paste(np.ones((1, M, M)), [box], (height, width))[0].numpy()
+    assert_same_pixels(out, expected_mask(height, width, rows, columns))
+
+
+def test_integer_box_fills_exactly_its_pixels():
+    """Columns 10..29 (centres 10.5 .. 29.5), rows 20..49: 20 x 30 = 600 pixels."""
+    out = paste(np.ones((1, M, M)), [(10, 20, 30, 50)], (64, 48))[0].numpy()
+    assert out.sum() == 20 * 30
+    assert out[20:50, 10:30].all()
+    assert not out[:20].any() and not out[50:].any() and not out[:, :10].any() and not out[:, 30:].any()
+
+
+def test_fractional_box_across_the_image_border():
+    """(-5.5, 40.3, 12.2, 70) in a 50 x 60 (w x h) image: columns from 0 up to 11 (11.5 < 12.2 <
+    12.5), rows from 40 (40.5 > 40.3) down to the last, 59."""
+    out = paste(np.ones((1, M, M)), [(-5.5, 40.3, 12.2, 70.0)], (60, 50))[0].numpy()
+    assert_same_pixels(out, expected_mask(60, 50, (40, 60), (0, 12)))
+
+
+def test_a_corner_pixel_inside_the_box_can_fall_below_the_threshold():
+    """The edge weights multiply at a corner (as in Detectron2's pasting): in (10.45, 20.45,
+    30.45, 50.45) pixel (10, 20) has its centre 0.05 inside both edges, so it gets
+    (0.5 + 0.05 * 28 / 20) * (0.5 + 0.05 * 28 / 30) = 0.57 * 0.547 = 0.31 < 0.5 and is left out,
+    while the rest of row 20 (0.547) and column 10 (0.57) stay in."""
+    out = paste(np.ones((1, M, M)), [(10.45, 20.45, 30.45, 50.45)], (64, 48))[0].numpy()
+    expected = expected_mask(64, 48, (20, 50), (10, 30))
+    expected[20, 10] = False
+    assert_same_pixels(out, expected)
+
+
+@pytest.mark.parametrize(
+    "box, last_on",
+    [
+        # Width 20, centre x = 20: column 19 samples the mask at cell coordinate
+        # (19.5 - 10) * 28 / 20 - 0.5 = 12.8 (value 1), column 20 at 14.2 (value 0).
+        ((10, 20, 30, 50), 19),
+        # Width 28: one pixel per cell, the 14 ones land on columns 3..16 unchanged.
+        ((3, 2, 31, 12), 16),
+        # Centre x = 19.9: column 19 at (19.5 - 10.2) * 28 / 19.4 - 0.5 = 12.9 (1), column 20 at 14.4 (0).
+        ((10.2, 20, 29.6, 50), 19),
+    ],
+)
+def test_left_half_mask_switches_off_at_a_hand_computed_column(box, last_on):
+    height, width = 64, 48
+    mask = np.zeros((1, M, M))
+    mask[0, :, : M // 2] = 1.0
+    out = paste(mask, [box], (height, width))[0].numpy()
+    first_column = int(np.floor(box[0] + 0.5))  # first centre right of x0
+    assert_same_pixels(out, expected_mask(height, width, (box[1], box[3]), (first_column, last_on + 1)))
+
+
+def test_top_half_mask_switches_off_at_the_box_centre_row():
+    """Box (10, 20, 30, 50), height 30, centre y = 35: row 34 samples cell coordinate
+    (34.5 - 20) * 28 / 30 - 0.5 = 13.03 (value 0.97), row 35 at 13.97 (value 0.03)."""
+    mask = np.zeros((1, M, M))
+    mask[0, : M // 2, :] = 1.0
+    out = paste(mask, [(10, 20, 30, 50)], (64, 48))[0].numpy()
+    assert_same_pixels(out, expected_mask(64, 48, (20, 35), (10, 30)))
