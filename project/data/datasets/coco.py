@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import pycocotools.mask as mask_util
 
-from project.structures import BoxMode
+from project.structures import BoxMode, PolygonMasks
 
 from ...structures.rle import compress, encode_mask
 from ...utils.file_io import atomic_write
@@ -287,12 +287,12 @@ def _coco_segmentation(segm: Any) -> Any:
     return [[float(v) for v in np.asarray(p).reshape(-1)] for p in segm]
 
 
-def _segmentation_area(segm: Any, height: int, width: int) -> float:
+def _segmentation_area(segm: Any) -> float:
+    """COCO's ``area`` of a mask: a compressed RLE's pixel count; for polygons the sum of their
+    shoelace areas in float32, as COCO's own annotations and Detectron2's conversion give it."""
     if isinstance(segm, dict):
-        rle = dict(segm, counts=segm["counts"].encode("ascii"))
-    else:
-        rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
-    return float(mask_util.area(rle))
+        return float(mask_util.area(dict(segm, counts=segm["counts"].encode("ascii"))))
+    return PolygonMasks([segm]).area()[0].item()
 
 
 def _coco_box(ann: Mapping[str, Any]) -> List[float]:
@@ -311,8 +311,8 @@ def dataset_dicts_to_coco(
     """A COCO instances dict (images, annotations, categories) from dataset dicts.
 
     Category ids are ``contiguous_to_dataset_id[class]`` (the class index itself without it).
-    Boxes are written XYWH (rotated ones XYWHA), masks as polygons or compressed RLE (str counts), ``area`` as the
-    mask's pixel count (box area without a mask). File names are made relative to
+    Boxes are written XYWH (rotated ones XYWHA), masks as polygons or compressed RLE (str counts), ``area`` as
+    the polygons' area or the RLE's pixel count (the box's area without a mask). File names are made relative to
     ``file_name_root`` when given.
     """
     to_dataset_id = (
@@ -337,7 +337,7 @@ def dataset_dicts_to_coco(
             }
             if "segmentation" in ann:
                 record["segmentation"] = _coco_segmentation(ann["segmentation"])
-                record["area"] = _segmentation_area(record["segmentation"], int(d["height"]), int(d["width"]))
+                record["area"] = _segmentation_area(record["segmentation"])
             else:
                 record["area"] = float(bbox[2] * bbox[3])
             if "keypoints" in ann:
