@@ -53,7 +53,8 @@ def test_predictor_returns_instances_in_original_coordinates(calibrated):
     assert len(out) > 0
     assert out.pred_masks.dtype == torch.bool and out.pred_masks.shape[1:] == (height, width)
     boxes = out.pred_boxes.tensor
-    assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    assert (boxes[:, 2:] >= boxes[:, :2]).all()
     assert torch.all(out.scores[:-1] >= out.scores[1:])
     assert out.pred_classes.max() < cfg.MODEL.ROI_HEADS.NUM_CLASSES
     # Each mask lies inside its (slightly grown) box.

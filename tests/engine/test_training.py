@@ -324,11 +324,25 @@ def test_parameter_statistics_only_every_period_from_iteration_zero():
     assert sorted({h.iteration for h in trainer.storage.histograms()}) == [0, 3, 6]
 
 
-def test_best_checkpoint_holds_the_best_metric(tiny_run):
+def test_best_checkpoint_holds_the_best_metric_and_the_weights_it_was_measured_on(tiny_run):
     _, trainer, _, out = tiny_run
-    history = [value for value, _ in trainer.storage.history("segm/AP").values()]
+    history = trainer.storage.history("segm/AP").values()  # (value, iteration), in order
+    best_value = max(value for value, _ in history)
+    first_best_iteration = next(iteration for value, iteration in history if value == best_value)
     best = torch.load(out / "model_best.pth", weights_only=True)
-    assert best["best_metric"]["segm/AP"] == pytest.approx(max(history))
+    assert best["best_metric"]["segm/AP"] == pytest.approx(best_value)
+    assert best["iteration"] == first_best_iteration  # a tie does not replace the first best
+    # Evaluations fall on checkpoint iterations here: the best weights are that checkpoint's.
+    others = {name: torch.load(out / name, weights_only=True) for name in os.listdir(out) if name.startswith("model_0")}
+    others["model_final.pth"] = torch.load(out / "model_final.pth", weights_only=True)
+    same_iteration = [name for name, ckpt in others.items() if ckpt["iteration"] == best["iteration"]]
+    assert same_iteration, sorted((name, ckpt["iteration"]) for name, ckpt in others.items())
+    for name in same_iteration:
+        assert all(torch.equal(value, others[name]["model"][key]) for key, value in best["model"].items()), name
+    # and the checkpoints differ from each other, so the comparison could fail.
+    assert any(
+        not torch.equal(value, ckpt["model"][key]) for ckpt in others.values() for key, value in best["model"].items()
+    )
 
 
 def test_validation_loss_changes_nothing(tiny_run):
@@ -428,6 +442,11 @@ def test_precise_bn_runs_before_the_final_checkpoint(tmp_path):
     saved = torch.load(tmp_path / "out" / "model_final.pth", weights_only=True)["model"]
     stats = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))}
     assert len(stats) > 10 and all(torch.equal(saved[k], v) for k, v in stats.items())
+    # The same run without the hook: the same weights, other statistics (so the hook did run).
+    _, _, _ = _train_tiny(tmp_path / "plain", "plain_bn", ["SOLVER.MAX_ITER=2"])
+    plain = torch.load(tmp_path / "plain" / "out" / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(plain[k], v) for k, v in saved.items() if k not in stats and "num_batches" not in k)
+    assert all(not torch.allclose(plain[k], v) for k, v in stats.items())
     # The same batches every time: recomputing with the final weights changes nothing, which
     # is what makes a resumed run's statistics equal an uninterrupted one's.
     assert model.training
