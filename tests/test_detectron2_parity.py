@@ -66,6 +66,17 @@ def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a & b).sum().item() / union if union else 1.0
 
 
+# Measured on a 2-core x86 CPU (torch 2.14.1): features 7.3e-6 relative (float32 rounding
+# through 101 layers, summed in another order); detections 400 of 400 matched with box IoU
+# 1.0000, scores within 4.4e-5, mask IoU >= 0.9969; float64 gradients within 5.3e-12. The bounds
+# below are those numbers with a margin for other CPUs' kernels, still far below what a real
+# difference gives (a changed layer moves features by 1e-2 or more; one float32 step in float64
+# work shows at 1e-8).
+FEATURE_TOLERANCE = 2e-5
+BOX_IOU_FLOOR, SCORE_TOLERANCE, MASK_IOU_FLOOR = 0.999, 2e-4, 0.99
+GRADIENT_TOLERANCE = 1e-10
+
+
 def test_fpn_features_match(models, images):
     ours, theirs = models
     worst = 0.0
@@ -77,7 +88,7 @@ def test_fpn_features_match(models, images):
             assert sorted(ours_features) == sorted(their_features) == ["p2", "p3", "p4", "p5", "p6"]
             for name, reference in their_features.items():
                 relative = (ours_features[name] - reference).norm() / reference.norm()
-                assert relative.item() <= 1e-4, f"{name}: relative error {relative.item():.2e}"
+                assert relative.item() <= FEATURE_TOLERANCE, f"{name}: relative error {relative.item():.2e}"
                 worst = max(worst, relative.item())
     print(f"\nFPN features, worst relative error over {len(images)} images: {worst:.2e}")
 
@@ -107,14 +118,15 @@ def test_detections_match_one_to_one(models, images):
                 used.add(j)
                 mask_iou = _mask_iou(reference.pred_masks[i], mine.pred_masks[j])
                 score_diff = abs(reference.scores[i] - mine.scores[j]).item()
-                assert iou[i, j] >= 0.99, f"detection {i}: best box IoU {iou[i, j]:.4f}"
-                assert score_diff <= 1e-3
-                assert mask_iou >= 0.98
+                assert iou[i, j] >= BOX_IOU_FLOOR, f"detection {i}: best box IoU {iou[i, j]:.4f}"
+                assert score_diff <= SCORE_TOLERANCE, f"detection {i}: score differs by {score_diff:.2e}"
+                assert mask_iou >= MASK_IOU_FLOOR, f"detection {i}: mask IoU {mask_iou:.4f}"
                 worst_box = min(worst_box, iou[i, j].item())
                 worst_score = max(worst_score, score_diff)
                 worst_mask = min(worst_mask, mask_iou)
             total += len(reference)
-    assert total >= 10
+    # Every image gives the full DETECTIONS_PER_IMAGE in both, and each is matched above.
+    assert total == len(images) * ours.roi_heads.box_predictor.test_topk_per_image
     print(
         f"\n{total} detections matched one to one; worst box IoU {worst_box:.4f}, "
         f"worst |score difference| {worst_score:.2e}, worst mask IoU {worst_mask:.4f}"
@@ -209,6 +221,6 @@ def test_training_step_matches_in_float64(data_root, monkeypatch):
         assert (mine is None) == (param.grad is None), name
         if param.grad is not None:
             relative = ((mine - param.grad).norm() / param.grad.norm().clamp(min=1e-30)).item()
-            assert relative <= 1e-6, f"{name}: gradient differs by {relative:.2e}"
+            assert relative <= GRADIENT_TOLERANCE, f"{name}: gradient differs by {relative:.2e}"
             worst = max(worst, relative)
     print(f"\nfloat64 training step: {len(our_params)} gradients, worst relative difference {worst:.2e}")
