@@ -46,21 +46,25 @@ def _assert_fails_with(result, *fragments):
         assert fragment in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_unregistered_dataset(tmp_path):
     result = _train_net("DATASETS.TRAIN=[no_such_dataset]", f"OUTPUT_DIR={tmp_path}")
     _assert_fails_with(result, "train_net.py: error:", "'no_such_dataset'", "not registered", "cells_demo_train")
 
 
+@pytest.mark.slow
 def test_missing_weights_file(tmp_path):
     result = _train_net(f"MODEL.WEIGHTS={tmp_path}/missing.pth", f"OUTPUT_DIR={tmp_path}")
     _assert_fails_with(result, "train_net.py: error:", f"{tmp_path}/missing.pth", "no such file")
 
 
+@pytest.mark.slow
 def test_config_that_does_not_resolve(tmp_path):
     result = _train_net("OUTPUT_DIR=${oc.env:NO_SUCH_VARIABLE_FOR_TRAIN_NET}/out")
     _assert_fails_with(result, "train_net.py: error:", "NO_SUCH_VARIABLE_FOR_TRAIN_NET")
 
 
+@pytest.mark.slow
 def test_unknown_key_lists_the_valid_keys():
     result = _train_net("SOLVER.BASE_RL=0.1")
     _assert_fails_with(

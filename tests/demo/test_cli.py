@@ -102,6 +102,7 @@ def test_an_unknown_class_name_is_a_user_error(tmp_path, pennfudan, weights):
         )
 
 
+@pytest.mark.slow
 def test_the_street_video_gives_a_video_that_plays_with_every_frame(tmp_path, data_root, weights):
     """The real 720p clip, its first 40 frames (the whole clip is measured by
     benchmarks/benchmark_visualization.py)."""

@@ -126,6 +126,7 @@ def test_r101_fpn_state_dict_keys_are_detectron2s():
     assert model.state_dict()["roi_heads.mask_head.predictor.weight"].shape == (80, 256, 1, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("polygons", [False, True])
 def test_training_reduces_the_loss_on_a_fixed_batch(polygons):
     torch.manual_seed(0)
@@ -194,6 +195,7 @@ def test_score_threshold_and_detections_per_image_come_from_the_config():
     assert 100 < len(out) <= 300
 
 
+@pytest.mark.slow
 def test_channels_last_layout_changes_no_loss_gradient_or_detection():
     """MODEL.CHANNELS_LAST only changes how the convolutions' tensors are laid out in memory.
     In float64 the losses, gradients and detections are the contiguous model's; float32 sums
