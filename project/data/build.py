@@ -149,7 +149,10 @@ def build_batch_data_loader(
     otherwise ``drop_last`` drops the last incomplete batch. With several workers, each reads
     the sampler's indices a batch (or, when grouping, an item) at a time in turn, so the
     batches keep the sampler's order. ``seed`` seeds the generator from which the workers'
-    seeds are drawn (torch's global one when None); ``kwargs`` go to the ``DataLoader``.
+    seeds are drawn (torch's global one when None) and, over a map-style dataset, the
+    generators each worker reseeds before reading an item, from ``seed`` and the item's
+    position in the sampler's stream (see ``ToIterableDataset``); ``kwargs`` go to the
+    ``DataLoader``.
     """
     if single_gpu_batch_size and total_batch_size:
         raise ValueError("give total_batch_size or single_gpu_batch_size, not both")
@@ -158,7 +161,9 @@ def build_batch_data_loader(
         if sampler is not None:
             raise ValueError("an iterable dataset has its own order: pass sampler=None")
     else:
-        dataset = ToIterableDataset(dataset, sampler, shard_chunk_size=1 if aspect_ratio_grouping else batch_size)
+        dataset = ToIterableDataset(
+            dataset, sampler, shard_chunk_size=1 if aspect_ratio_grouping else batch_size, seed=seed
+        )
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     common = {"num_workers": num_workers, "worker_init_fn": worker_init_reset_seed, "generator": generator, **kwargs}
     if not aspect_ratio_grouping:
@@ -204,8 +209,9 @@ def _train_loader_from_config(
     """The arguments of ``build_detection_train_loader`` that ``cfg`` implies: it registers
     ``cfg.DATASETS.REGISTER`` and loads ``cfg.DATASETS.TRAIN`` (unless ``dataset`` is given),
     and uses the mapper of ``cfg.INPUT.MAPPER_NAME``, ``cfg.SOLVER.IMS_PER_BATCH``,
-    ``cfg.DATALOADER`` and ``cfg.SEED``. The sampler built here (none for an iterable
-    dataset) starts at ``start_batch``."""
+    ``cfg.DATALOADER`` and ``cfg.SEED`` (with ``SEED + rank``, when not negative, for the
+    workers' augmentations, see ``build_batch_data_loader``). The sampler built here (none
+    for an iterable dataset) starts at ``start_batch``."""
     if dataset is None:
         register_datasets_from_config(cfg)
         dataset = get_detection_dataset_dicts(
@@ -227,6 +233,7 @@ def _train_loader_from_config(
         "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
         "start_batch": start_batch,
+        "seed": cfg.SEED + comm.get_rank() if cfg.SEED >= 0 else None,
     }
 
 
@@ -256,9 +263,10 @@ def build_detection_train_loader(
 
     ``start_batch`` is the number of batches a previous run already took from this stream
     (to resume it): the sampler skips their indices. The continuation is exact, batch for
-    batch and augmentation for augmentation, with a fixed ``SEED``, ``NUM_WORKERS=0`` (the
-    augmentations then draw from the main process's generators, which checkpoints restore)
-    and without aspect-ratio grouping, or with it when all images fall in one group; grouping
+    batch and augmentation for augmentation, with a fixed ``SEED`` (with ``NUM_WORKERS=0`` the
+    augmentations draw from the main process's generators, which checkpoints restore; in
+    workers, from generators seeded by ``SEED`` and the item's position in the stream) and
+    without aspect-ratio grouping, or with it when all images fall in one group; grouping
     otherwise holds images back in its buffers, so a run continues close to, not exactly at,
     where it stopped. It needs the default sampler of a map-style dataset (``sampler=None``).
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import copy as copying
 import inspect
+import itertools
 import logging
 import pickle
 import random
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 import torch.utils.data as data
 
 from .bad_input import BadAnnotationError, BadInputLog
@@ -181,7 +183,7 @@ class MappedIterableDataset(_Mapping, data.IterableDataset):
                 yield result
 
 
-def _this_workers_share(indices: Iterable[int], chunk_size: int) -> Iterator[int]:
+def _this_workers_share(indices: Iterable[Any], chunk_size: int) -> Iterator[Any]:
     """``indices`` cut into chunks of ``chunk_size``; in a DataLoader with n > 1 workers,
     worker k keeps chunks k, k + n, k + 2n, ... (so the workers' outputs, taken in turn,
     restore the order when each worker yields a chunk at a time); elsewhere all of them."""
@@ -194,16 +196,38 @@ def _this_workers_share(indices: Iterable[int], chunk_size: int) -> Iterator[int
             yield index
 
 
+def _seed_generators_for_item(*entropy: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators from ``entropy`` alone."""
+    low, high = np.random.SeedSequence([x % 2**64 for x in entropy]).generate_state(2, np.uint32).tolist()
+    random.seed(low | high << 32)
+    np.random.seed(low)
+    torch.manual_seed(low | high << 32)
+
+
 class ToIterableDataset(data.IterableDataset):
     """A map-style dataset read in the order of ``sampler``.
 
     With ``shard_sampler`` (default), in a DataLoader with n > 1 workers, worker k reads the
     k-th, (k + n)-th, ... chunk of ``shard_chunk_size`` indices; pass False for a sampler that
     already gives each worker its own indices. Its length is the sampler's.
+
+    With ``seed``, a worker process seeds Python's, NumPy's and torch's global generators
+    before reading each item, from ``seed`` and the item's position in the sampler's stream
+    (counted from the sampler's ``start`` where it has one; without ``shard_sampler``, from
+    the worker's id too): an item's random augmentations then depend on where it is in the
+    stream, not on which worker reads it or on what that worker read before, so a resumed
+    stream (the same sampler with a later ``start``) draws them as the first run did. Read
+    without workers, items draw from the process's own generators, which checkpoints restore.
     """
 
     def __init__(
-        self, dataset: data.Dataset, sampler: Iterable[int], shard_sampler: bool = True, shard_chunk_size: int = 1
+        self,
+        dataset: data.Dataset,
+        sampler: Iterable[int],
+        shard_sampler: bool = True,
+        shard_chunk_size: int = 1,
+        *,
+        seed: Optional[int] = None,
     ):
         if isinstance(dataset, data.IterableDataset):
             raise TypeError("ToIterableDataset takes a map-style dataset; this one is iterable already")
@@ -211,10 +235,16 @@ class ToIterableDataset(data.IterableDataset):
         self.sampler = sampler
         self.shard_sampler = shard_sampler
         self.shard_chunk_size = shard_chunk_size
+        self.seed = seed
 
     def __iter__(self) -> Iterator[Any]:
-        indices = _this_workers_share(self.sampler, self.shard_chunk_size) if self.shard_sampler else self.sampler
-        for index in indices:
+        items = zip(itertools.count(getattr(self.sampler, "start", 0)), self.sampler)
+        if self.shard_sampler:
+            items = _this_workers_share(items, self.shard_chunk_size)
+        worker = data.get_worker_info()
+        for position, index in items:
+            if self.seed is not None and worker is not None:
+                _seed_generators_for_item(self.seed, position, *(() if self.shard_sampler else (worker.id,)))
             yield self.dataset[index]
 
     def __len__(self) -> int:

@@ -38,6 +38,11 @@ class _InfiniteShardedSampler(Sampler):
         self._world_size = comm.get_world_size()
         self._start = start
 
+    @property
+    def start(self) -> int:
+        """The number of this process's indices that iteration skips."""
+        return self._start
+
     def __iter__(self) -> Iterator[int]:
         first = self._rank + self._start * self._world_size
         return itertools.islice(self._infinite_indices(), first, None, self._world_size)
