@@ -5,7 +5,7 @@
     python train_net.py +experiment=finetune_dsb2018      # DSB2018 nuclei from ../shared/data
     python train_net.py +experiment=coco_pretrain_R101_FPN_3x num_gpus=8
     python train_net.py eval_only=true MODEL.WEIGHTS=output/model_final.pth   # or --eval-only
-    python train_net.py resume=true                       # continue from OUTPUT_DIR/last_checkpoint
+    python train_net.py resume=true                       # or --resume: continue from OUTPUT_DIR/last_checkpoint
     torchrun --nproc_per_node=4 train_net.py ...          # torchrun sets the process counts
 
 Every option is a config key (``SOLVER.BASE_LR=0.01``); the resolved config is saved as
@@ -47,7 +47,7 @@ from project.utils.file_io import FileWriteError, ensure_writable_directory
 logger = logging.getLogger("project.train_net")
 
 # Command-line spellings accepted besides Hydra overrides.
-ARGUMENT_ALIASES = {"--eval-only": "eval_only=true"}
+ARGUMENT_ALIASES = {"--eval-only": "eval_only=true", "--resume": "resume=true"}
 
 # Errors caused by the user's input; they end the run with their message, without traceback.
 INPUT_ERRORS = (

@@ -114,6 +114,19 @@ def test_eval_only_alias_evaluates_and_saves_the_resolved_config(tiny_data, tmp_
     assert not [name for name in os.listdir(out) if name.endswith(".pth")]
 
 
+@pytest.mark.slow
+def test_resume_alias_continues_from_the_last_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "out"
+    two_iterations = ["SOLVER.MAX_ITER=2", "SOLVER.CHECKPOINT_PERIOD=1"]
+    first = _train_net(*tiny_overrides(tiny_data, [], str(out), extra=two_iterations))
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _train_net("--resume", *tiny_overrides(tiny_data, [], str(out), extra=["SOLVER.MAX_ITER=3"]))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_cfg(out / "config.yaml").resume is True
+    iterations = [json.loads(line)["iteration"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert iterations == [0, 1, 2]  # the second run did only iteration 2, after the first's two
+
+
 # --------------------------------------------------------------------------- bad input: one paragraph, status 1
 
 PR_CAPBSET_DROP = 24
