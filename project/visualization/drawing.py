@@ -40,7 +40,8 @@ def fill_masks(
     ``masks.label_map``): ``image = round((1 - alpha) * image + alpha * colour)`` there (see
     ``blend_tables``), the other pixels untouched. Each pixel is blended once, from its value
     before the call."""
-    tables = blend_tables(colors, alpha)
+    distinct, table_of = np.unique(colors.reshape(-1, 3), axis=0, return_inverse=True)
+    tables = blend_tables(distinct, alpha)  # one table per distinct colour (a palette repeats)
     for i, crop in enumerate(crops):
         h, w = crop.mask.shape
         if h == 0 or w == 0:
@@ -48,7 +49,7 @@ def fill_masks(
         window = (slice(crop.y0, crop.y0 + h), slice(crop.x0, crop.x0 + w))
         shown = (labels[window] == i + 1).view(np.uint8)
         result = np.ascontiguousarray(image[window])
-        blended = cv2.LUT(result, tables[i])
+        blended = cv2.LUT(result, tables[table_of[i]])
         image[window] = cv2.copyTo(blended, shown, result)
 
 
@@ -64,13 +65,13 @@ def draw_contours(image: np.ndarray, crops: Sequence[MaskCrop], colors: np.ndarr
     border (fewer vertices: thick lines cost OpenCV a joint per vertex, which was most of the
     drawing time at 4K)."""
     tolerance = thickness / 3
-    for crop, color in zip(crops, colors):
+    for crop, color in zip(crops, colors.tolist()):
         if crop.mask.size == 0:
             continue
         contours, _ = cv2.findContours(crop.mask.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         if contours:
             contours = [cv2.approxPolyDP(c, tolerance, True) for c in contours]
-            cv2.drawContours(image, contours, -1, tuple(int(c) for c in color), thickness, offset=(crop.x0, crop.y0))
+            cv2.drawContours(image, contours, -1, color, thickness, offset=(crop.x0, crop.y0))
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, colors: np.ndarray, thickness: int) -> None:
@@ -80,5 +81,5 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, colors: np.ndarray, thickne
     corners = np.rint(boxes).astype(np.int64)
     corners[:, 0::2] = corners[:, 0::2].clip(0, width)
     corners[:, 1::2] = corners[:, 1::2].clip(0, height)
-    for (x0, y0, x1, y1), color in zip(corners.tolist(), colors):
-        cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), tuple(int(c) for c in color), thickness)
+    for (x0, y0, x1, y1), color in zip(corners.tolist(), colors.tolist()):
+        cv2.rectangle(image, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), color, thickness)

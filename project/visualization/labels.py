@@ -41,28 +41,35 @@ def label_texts(
 
 
 class LabelPlacer:
-    """Finds free places for label rectangles on an (H, W) image and marks them taken."""
+    """Finds free places for label rectangles on an (H, W) image and marks them taken.
+
+    The image is divided into square cells of ``cell`` pixels; each row of cells is one Python
+    integer with a bit set per taken cell, so testing a rectangle is a few integer operations."""
 
     def __init__(self, image_size: Tuple[int, int], cell: int):
         self.height, self.width = image_size
         self.cell = max(1, cell)
-        self.taken = np.zeros((self.height // self.cell + 2, self.width // self.cell + 2), dtype=bool)
+        self._taken_rows = [0] * (self.height // self.cell + 2)
 
-    def _cells(self, x0: int, y0: int, x1: int, y1: int) -> Tuple[slice, slice]:
+    def _span(self, x0: int, y0: int, x1: int, y1: int) -> Tuple[range, int]:
+        """The cell rows of a rectangle and the bits of its cell columns."""
         c = self.cell
-        return slice(max(0, y0) // c, max(0, y1 - 1) // c + 1), slice(max(0, x0) // c, max(0, x1 - 1) // c + 1)
+        first, last = max(0, x0) // c, max(0, x1 - 1) // c
+        return range(max(0, y0) // c, max(0, y1 - 1) // c + 1), ((1 << (last - first + 1)) - 1) << first
 
     def place(self, box: Sequence[float], size: Tuple[int, int]) -> Optional[Tuple[int, int]]:
         """Top-left corner of a free (w, h) rectangle next to the XYXY ``box``, or None."""
         w, h = size
         bx0, by0, _, by1 = (int(round(v)) for v in box)
         x = min(max(0, bx0), max(0, self.width - w))
+        rows_taken = self._taken_rows
         for y in (by0 - h, by0, by1):
             if y < 0 or y + h > self.height:
                 continue
-            rows, cols = self._cells(x, y, x + w, y + h)
-            if not self.taken[rows, cols].any():
-                self.taken[rows, cols] = True
+            rows, bits = self._span(x, y, x + w, y + h)
+            if not any(rows_taken[r] & bits for r in rows):
+                for r in rows:
+                    rows_taken[r] |= bits
                 return x, y
         return None
 
@@ -80,14 +87,16 @@ def draw_labels(
     placer = LabelPlacer(image.shape[:2], cell=max(2, (text_h + baseline) // 2))
     hidden = 0
     corners = np.rint(boxes).astype(np.int64).tolist()  # Python ints: rounding numpy floats one by one is slow
+    widths = {text: cv2.getTextSize(text, FONT, scale, thickness)[0][0] for text in set(texts)}
+    label_colors = colors.tolist()
     for i in order:
-        (text_w, _), _ = cv2.getTextSize(texts[i], FONT, scale, thickness)
+        text_w = widths[texts[i]]
         size = (text_w + 2 * pad, text_h + baseline + 2 * pad)
         corner = placer.place(corners[i], size)
         if corner is None:
             hidden += 1
             continue
         x, y = corner
-        cv2.rectangle(image, (x, y), (x + size[0] - 1, y + size[1] - 1), tuple(int(c) for c in colors[i]), cv2.FILLED)
+        cv2.rectangle(image, (x, y), (x + size[0] - 1, y + size[1] - 1), label_colors[i], cv2.FILLED)
         cv2.putText(image, texts[i], (x + pad, y + pad + text_h), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return hidden

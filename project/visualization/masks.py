@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 
@@ -90,5 +91,10 @@ def label_map(crops: Sequence[MaskCrop], image_size: Tuple[int, int], order: Seq
     for i in order:
         crop = crops[i]
         h, w = crop.mask.shape
-        labels[crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w][crop.mask] = i + 1
+        if h and w:  # OpenCV writes through the window (a view of ``labels``) where the mask is set
+            cv2.copyTo(
+                np.full((h, w), i + 1, dtype),
+                crop.mask.view(np.uint8),
+                labels[crop.y0 : crop.y0 + h, crop.x0 : crop.x0 + w],
+            )
     return labels
