@@ -269,14 +269,15 @@ def test_two_processes_with_one_image_train_like_one_process_with_two(tmp_path):
     assert names == list(ddp["final"])
     for name in names:  # the same start: same seed, and DDP copies rank 0's weights to rank 1
         assert torch.equal(single["initial"][name], ddp["initial"][name]), name
-    # float32 (eps 1.2e-7): the two runs add the same terms in other orders (per-image instead
-    # of batched convolutions, all-reduce then halve instead of the in-batch mean, the sampled
-    # anchors and RoIs shuffled by different generators), which leaves the gradients equal to
-    # ~1e-6 relative; three momentum steps at LR 0.02 carry that into weights of magnitude
-    # <= ~1 as differences of ~1e-6 at most (measured: 1.7e-6). Summed instead of averaged
-    # gradients, or other images, change the weights by about their whole update instead
-    # (summed: up to 0.084).
-    atol, rtol = 1e-5, 1e-4
+    # float32: the two runs add the same terms in other orders (per-image instead of batched
+    # convolutions, all-reduce then halve instead of the in-batch mean, the sampled anchors and
+    # RoIs shuffled by different generators). Most weights then agree to ~1e-6; the first
+    # convolutions' gradients are sums of many nearly cancelling terms, so there the rounding
+    # shows more: measured over 3 steps, at most 1.7e-6 apart and 0.11% of a tensor's update with
+    # two threads, 2.5e-5 and 1.1% (the stem) with one. Summed instead of averaged gradients
+    # move the weights by 19% to 150% of their update (up to 0.084), and other images by their
+    # whole update.
+    atol, rtol = 1e-4, 1e-3
     largest_update = 0.0
     for name in names:
         before, one_process, two_processes = single["initial"][name], single["final"][name], ddp["final"][name]
@@ -284,8 +285,9 @@ def test_two_processes_with_one_image_train_like_one_process_with_two(tmp_path):
         close = torch.allclose(two_processes, one_process, rtol=rtol, atol=atol)
         assert close, f"{name}: 2 processes x 1 image and 1 x 2 differ by up to {difference.abs().max():.3g}"
         update = (one_process - before).double()
-        # Not vacuous, also where an update is below atol: each tensor's update agrees to 2% of
-        # its own size (measured: 0.11% at worst; 19% to 150% with summed gradients).
-        assert difference.norm() <= 0.02 * update.norm(), name
+        # Not vacuous, also where an update is below atol: each tensor's update agrees to 5% of
+        # its own size.
+        ratio = float(difference.norm() / update.norm())
+        assert ratio <= 0.05, f"{name}: the two runs' updates differ by {ratio:.1%}"
         largest_update = max(largest_update, float(update.abs().max()))
-    assert largest_update > 1000 * atol  # training moved the weights far beyond the tolerance (0.12)
+    assert largest_update > 100 * atol  # training moved the weights far beyond the tolerance (0.12)
