@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -16,16 +16,17 @@ import numpy as np
 IMAGE_SIZE = 96
 
 
-def write_tiny_coco(directory: Path, num_images: int, seed: int) -> Tuple[str, str]:
-    """Draw ``num_images`` square grey images with 2-4 bright disks each and write them with a
-    COCO JSON of polygon annotations (one category, id 1). Returns (json_file, image_root)."""
+def write_tiny_coco(directory: Path, num_images: int, seed: int, disks: Optional[int] = None) -> Tuple[str, str]:
+    """Draw ``num_images`` square grey images with 2-4 bright disks each (``disks`` each when
+    given, at most 4) and write them with a COCO JSON of polygon annotations (one category, id
+    1). Returns (json_file, image_root)."""
     rng = np.random.default_rng(seed)
     image_root = directory / "images"
     image_root.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
         image = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 30, np.uint8)
-        cells = rng.permutation(4)[: rng.integers(2, 5)]  # distinct quadrants: no overlap
+        cells = rng.permutation(4)[: rng.integers(2, 5) if disks is None else disks]  # distinct quadrants
         for cell in cells:
             cx = 24 + 48 * (cell % 2) + rng.integers(-4, 5)
             cy = 24 + 48 * (cell // 2) + rng.integers(-4, 5)
