@@ -4,6 +4,7 @@ object once with its whole mask."""
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -76,6 +77,17 @@ def tile_settings(
     return size, overlap, scale, batch_size
 
 
+def proposal_scale(cfg: DictConfig, tile_size: int) -> float:
+    """How many times the area of the model's test input a tile of ``tile_size`` model pixels
+    covers, at least 1: the factor ``TiledPredictor`` multiplies the RPN's proposal budgets
+    (``MODEL.RPN.PRE_NMS_TOPK_TEST``, ``POST_NMS_TOPK_TEST``) by. The test input side is
+    ``INPUT.MIN_SIZE_TEST`` (or ``MAX_SIZE_TEST`` when that is 0); 1 when both are 0."""
+    reference = cfg.INPUT.MIN_SIZE_TEST or cfg.INPUT.MAX_SIZE_TEST
+    if not reference:
+        return 1.0
+    return max(1.0, (tile_size / reference) ** 2)
+
+
 class TiledPredictor:
     """Predicts on images far larger than the model input (whole-slide scans, mosaics, aerial
     images) by running the model of ``cfg`` on overlapping tiles and merging their detections
@@ -94,6 +106,12 @@ class TiledPredictor:
     one mapping to 8 bits for the whole image (the percentile stretch of
     ``convert_image_to_model_format`` over a sample of it), so tiles are not stretched apart.
     ``last_report`` and ``last_seconds`` describe the last call.
+
+    Tiles larger than the model's test input get proportionally more region proposals: the RPN's
+    ``PRE_NMS_TOPK_TEST`` and ``POST_NMS_TOPK_TEST`` are multiplied by the tile's area over the
+    test input's (``proposal_scale``), as the config's budgets are meant for one test-size image:
+    without that, a tile of twice the test side has a quarter of the proposals per unit area and
+    misses objects. ``TEST.DETECTIONS_PER_IMAGE`` stays the limit per tile.
     """
 
     def __init__(
@@ -109,6 +127,9 @@ class TiledPredictor:
         )
         cfg = copy.deepcopy(cfg)
         cfg.TEST.PRED_MASK_FORMAT = "crop"
+        self.proposal_scale = proposal_scale(cfg, self.tile_size)
+        for key in ("PRE_NMS_TOPK_TEST", "POST_NMS_TOPK_TEST"):
+            cfg.MODEL.RPN[key] = math.ceil(cfg.MODEL.RPN[key] * self.proposal_scale)
         self.cfg = cfg
         self.model = DefaultPredictor(cfg).model
         self.join_threshold = float(cfg.TEST.TILE.JOIN_THRESHOLD)
