@@ -7,21 +7,22 @@ the run although live data does not."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from typing import Optional
 
-_libc: Optional[ctypes.CDLL] = None
 
-
+@functools.lru_cache(maxsize=1)
 def _glibc() -> Optional[ctypes.CDLL]:
-    global _libc
-    if _libc is None and sys.platform.startswith("linux"):
-        try:
-            _libc = ctypes.CDLL("libc.so.6")
-            _libc.malloc_trim  # noqa: B018  (glibc has it; musl and others do not)
-        except (OSError, AttributeError):
-            return None
-    return _libc
+    """glibc, loaded once; None where the C library is another (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (glibc has it; musl and others do not)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def release_free_memory() -> None:
