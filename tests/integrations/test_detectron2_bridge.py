@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import require_dataset
+from detection_matching import match_detections
 from omegaconf import OmegaConf
 
 from benchmarks.calibration import write_calibrated_detectron2_checkpoint
@@ -128,26 +129,6 @@ def test_detectron2_build_model_builds_ours_with_detectron2_state_dict():
     assert _shapes(project_model) == _shapes(ours)
 
 
-def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum().item()
-    return (a & b).sum().item() / union if union else 1.0
-
-
-def _match(reference, mine):
-    """Pair each reference detection with the unused detection of the same class overlapping it
-    most; returns (box IoU, |score difference|, mask IoU) per pair."""
-    assert len(mine) == len(reference)
-    iou = d2s.pairwise_iou(d2s.Boxes(reference.pred_boxes.tensor), d2s.Boxes(mine.pred_boxes.tensor))
-    iou = torch.where(reference.pred_classes[:, None] == mine.pred_classes[None, :], iou, torch.zeros_like(iou))
-    used, pairs = set(), []
-    for i in range(len(reference)):
-        j = next(j for j in torch.argsort(iou[i], descending=True).tolist() if j not in used)
-        used.add(j)
-        score = abs(reference.scores[i] - mine.scores[j]).item()
-        pairs.append((iou[i, j].item(), score, _mask_iou(reference.pred_masks[i], mine.pred_masks[j])))
-    return pairs
-
-
 @pytest.mark.slow
 def test_detectron2_default_predictor_gives_project_predictor_detections(pennfudan_images, checkpoint):
     from detectron2.engine import DefaultPredictor as D2DefaultPredictor
@@ -183,7 +164,7 @@ def test_detectron2_default_predictor_gives_project_predictor_detections(pennfud
         assert isinstance(result.pred_masks, torch.Tensor) and result.pred_masks.dtype == torch.bool
         assert tuple(result.pred_masks.shape[1:]) == image.shape[:2]
         assert len(reference) > 0, "the calibrated model should detect something"
-        pairs += _match(reference, result)
+        pairs += match_detections(reference, result)
         total += len(reference)
     box, score, mask = min(p[0] for p in pairs), max(p[1] for p in pairs), min(p[2] for p in pairs)
     print(f"\n{total} detections matched; worst box IoU {box:.4f}, |score diff| {score:.2e}, mask IoU {mask:.4f}")
@@ -216,7 +197,7 @@ def test_project_parts_inside_detectron2_generalized_rcnn(pennfudan_images, chec
         reference = ours.eval()([{"image": image}])[0]["instances"]
         result = mixed.eval()([{"image": image}])[0]["instances"]
     assert isinstance(result, d2s.Instances) and len(reference) > 0
-    pairs = _match(reference, result)
+    pairs = match_detections(reference, result)
     assert min(p[0] for p in pairs) >= 0.99 and max(p[1] for p in pairs) <= 1e-4 and min(p[2] for p in pairs) >= 0.98
 
 
