@@ -61,7 +61,8 @@ USER_ERRORS = cli.USER_ERRORS + (
 
 PROG = "demo.py"
 COLOR_MODES = {"instance": ColorMode.IMAGE, "class": ColorMode.SEGMENTATION, "grey": ColorMode.IMAGE_BW}
-# With --tile, images up to this size are also drawn, read whole (64 MP: 192 MB as 8-bit RGB).
+# With --tile, images up to this size are drawn at full resolution, read whole (64 MP: 192 MB as
+# 8-bit RGB); larger ones are drawn reduced by a whole factor to at most this size.
 TILED_PICTURE_MAX_PIXELS = 64_000_000
 
 
@@ -134,8 +135,8 @@ def _add_tile_options(parser: argparse.ArgumentParser) -> None:
         "--tile runs the model over each input image tile by tile, reading only the tiles it needs\n"
         "(whole-slide scans, big TIFFs; images only, not video), and writes into the --output folder,\n"
         "per image: <stem>.json (COCO results), <stem>_labels.tif (uint32 instance ids, for QuPath or\n"
-        "napari), <stem>.geojson (for QuPath or QGIS) and, when the image has at most\n"
-        f"{TILED_PICTURE_MAX_PIXELS / 1e6:.0f} megapixels, a picture <stem>.jpg.",
+        "napari), <stem>.geojson (for QuPath or QGIS) and a picture <stem>.jpg, reduced to at most\n"
+        f"{TILED_PICTURE_MAX_PIXELS / 1e6:.0f} megapixels for a larger image.",
     )
     tiled.add_argument("--tile", action="store_true", help="run each input image tile by tile (see above)")
     tiled.add_argument(

@@ -7,7 +7,8 @@ inputs' folder layout:
 - ``<stem>_labels.tif``: a tiled uint32 label TIFF, id k + 1 on the mask of result k (QuPath,
   napari, Fiji), pyramidal when the input is;
 - ``<stem>.geojson``: each mask's outline as a polygon with its class name (QuPath, QGIS);
-- ``<stem>.jpg``: the objects drawn on the image, when it is small enough to draw at once.
+- ``<stem>.jpg``: the objects drawn on the image; an image of more than 64 megapixels is drawn
+  reduced by a whole factor to at most that (read window by window or from its pyramid).
 
 An input that cannot be read is skipped and counted, as in the image mode; when it is the only
 input, its message ends the command.
@@ -34,6 +35,7 @@ from ..evaluation.coco_evaluation import instances_to_coco_json
 from ..structures import Instances
 from ..tiling.geojson import write_geojson
 from ..tiling.label_tiff import write_label_tiff
+from ..tiling.preview import read_reduced, reduce_instances, reduction_factor
 from ..tiling.readers import WHOLE_SLIDE_FORMATS, LargeImage, LargeImageError, open_large_image
 from ..visualization import Visualizer
 from .cli import TILED_PICTURE_MAX_PIXELS, class_ids, class_names_of, drawing_options, select_classes, skipped_lines
@@ -54,13 +56,13 @@ _LABEL_TIFF_TILE = 512
 class TiledTimings(Timings):
     """``Timings`` of a --tile run: ``frames`` counts the images done, ``decode`` is reading and
     preparing tiles, ``merge`` joining the tiles' detections, ``draw`` the pictures and
-    ``encode`` writing the files. ``tiles`` and ``objects`` are totals; ``without_picture``
-    lists (image, why and what to open instead) for images too large to draw."""
+    ``encode`` writing the files. ``tiles`` and ``objects`` are totals; ``reduced_pictures``
+    lists (image, factor) for images drawn reduced."""
 
     merge: float = 0.0
     tiles: int = 0
     objects: int = 0
-    without_picture: List[Tuple[str, str]] = field(default_factory=list)
+    reduced_pictures: List[Tuple[str, int]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         figures = super().as_dict()
@@ -69,7 +71,7 @@ class TiledTimings(Timings):
             tiles=self.tiles,
             tiles_per_s=self.tiles / self.wall if self.wall > 0 else 0.0,
             objects=self.objects,
-            without_picture=len(self.without_picture),
+            reduced_pictures=len(self.reduced_pictures),
         )
         return figures
 
@@ -105,17 +107,6 @@ def tiled_predictor(args: argparse.Namespace, cfg: DictConfig) -> TiledPredictor
         raise DemoInputError(f"{e} (see --tile-size, --tile-overlap, --tile-scale, --batch-size)") from None
     size, overlap, scale, batch_size = settings
     return TiledPredictor(cfg, tile_size=size, overlap=overlap, scale=scale, batch_size=batch_size)
-
-
-def _why_no_picture(height: int, width: int) -> Optional[str]:
-    """Why an image of (height, width) is not drawn, or None when it is."""
-    if height * width > TILED_PICTURE_MAX_PIXELS:
-        return (
-            f"{height * width / 1e6:,.0f} megapixels, more than the {TILED_PICTURE_MAX_PIXELS / 1e6:.0f} drawn at once"
-        )
-    if max(height, width) > _JPEG_MAX_SIDE:
-        return f"{width} x {height} pixels, longer than a JPEG picture can be ({_JPEG_MAX_SIDE} pixels)"
-    return None
 
 
 def _class_names(names: Optional[Sequence[str]], instances: Instances, num_classes: int) -> List[str]:
@@ -158,9 +149,9 @@ class TiledResultWriter:
             ""
         )
 
-    def write(self, index: int, name: str, instances: Instances, levels: int, pixels: Optional[np.ndarray]) -> Path:
-        """The results of image ``index``: ``pixels`` (RGB or grey, whole) is drawn when given;
-        ``levels`` is how many resolutions the input has. Returns the files' stem."""
+    def write(self, index: int, name: str, instances: Instances, levels: int, picture: Picture) -> Path:
+        """The results of image ``index`` (``levels``: how many resolutions the input has), and
+        its objects drawn on ``picture``. Returns the files' stem."""
         stem = self.stem(name)
         stem.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -173,25 +164,41 @@ class TiledResultWriter:
         write_label_tiff(f"{stem}_labels.tif", instances, tile_size=_LABEL_TIFF_TILE, pyramid_levels=pyramid)
         write_geojson(f"{stem}.geojson", instances, _class_names(self.names, instances, self.num_classes))
         self.timings.encode += time.perf_counter() - start
-        if pixels is not None:
-            self._draw(Path(f"{stem}.jpg"), pixels, instances)
+        self._draw(Path(f"{stem}.jpg"), picture, instances)
         return stem
 
-    def _draw(self, path: Path, pixels: np.ndarray, instances: Instances) -> None:
+    def _draw(self, path: Path, picture: Picture, instances: Instances) -> None:
         start = time.perf_counter()
         metadata = {"thing_classes": self.names} if self.names else None
-        drawn = Visualizer(pixels, metadata, **self.drawing).draw_instance_predictions(instances).get_image()
+        if picture.factor > 1:
+            instances = reduce_instances(instances, picture.factor)
+        drawn = Visualizer(picture.pixels, metadata, **self.drawing).draw_instance_predictions(instances).get_image()
         drawn_at = time.perf_counter()
         write_image(path, np.ascontiguousarray(drawn[:, :, ::-1]))
         self.timings.draw += drawn_at - start
         self.timings.encode += time.perf_counter() - drawn_at
 
 
-def _whole_image(image: LargeImage) -> Optional[np.ndarray]:
-    """The full-resolution pixels for the picture, or None when the image is too large to draw."""
-    if _why_no_picture(image.height, image.width) is not None:
-        return None
-    return image.read_region(0, 0, image.width, image.height)
+@dataclass
+class Picture:
+    """The pixels the objects of an image are drawn on: the image reduced by ``factor`` (1: at
+    full resolution); ``seconds`` it took to read them."""
+
+    pixels: np.ndarray
+    factor: int
+    seconds: float
+
+
+def read_picture(image: LargeImage) -> Picture:
+    """``image`` at full resolution when it has at most ``TILED_PICTURE_MAX_PIXELS`` pixels and
+    fits a JPEG, else reduced by the smallest whole factor that makes it so."""
+    start = time.perf_counter()
+    factor = reduction_factor(image.height, image.width, TILED_PICTURE_MAX_PIXELS, _JPEG_MAX_SIDE)
+    if factor == 1:
+        pixels = image.read_region(0, 0, image.width, image.height)
+    else:
+        pixels = read_reduced(image, factor)
+    return Picture(pixels, factor, time.perf_counter() - start)
 
 
 def _count(timings: TiledTimings, seconds: dict, objects: int) -> None:
@@ -214,9 +221,14 @@ def _summary(timings: TiledTimings, output: str) -> str:
     ]
     lines += skipped_lines(timings.skipped)
     lines.append(f"  results: {output} (<stem>.json, <stem>_labels.tif, <stem>.geojson, <stem>.jpg)")
-    lines += [f"  no picture of {name}: {why}" for name, why in timings.without_picture[:10]]
-    if len(timings.without_picture) > 10:
-        lines.append(f"  ... and {len(timings.without_picture) - 10} more without a picture")
+    lines += [
+        f"  picture of {name} reduced {factor} times on each side (at most {TILED_PICTURE_MAX_PIXELS / 1e6:g} "
+        "megapixels are drawn); its label TIFF (QuPath, napari) and GeoJSON (QuPath, QGIS) hold every object at "
+        "full resolution"
+        for name, factor in timings.reduced_pictures[:10]
+    ]
+    if len(timings.reduced_pictures) > 10:
+        lines.append(f"  ... and {len(timings.reduced_pictures) - 10} more drawn reduced")
     return "\n".join(lines)
 
 
@@ -236,8 +248,7 @@ def run_tiled(args: argparse.Namespace, cfg: DictConfig) -> TiledTimings:
         try:
             with open_large_image(str(path)) as image:
                 instances = select_classes(predictor(image, progress=not args.no_progress)["instances"], keep)
-                levels, pixels = len(image.levels), _whole_image(image)
-                height, width = image.height, image.width
+                levels, picture = len(image.levels), read_picture(image)
         except SKIPPED_ERRORS as error:
             if len(files) == 1:
                 raise
@@ -246,16 +257,10 @@ def run_tiled(args: argparse.Namespace, cfg: DictConfig) -> TiledTimings:
             continue
         seconds, report = predictor.last_seconds, predictor.last_report.as_dict()
         _count(timings, seconds, len(instances))
-        stem = writer.write(index, name, instances, levels, pixels)
-        if pixels is None:
-            shown = stem.relative_to(writer.folder).as_posix()
-            timings.without_picture.append(
-                (
-                    name,
-                    f"{_why_no_picture(height, width)}; open {shown}_labels.tif in QuPath or napari, "
-                    f"or {shown}.geojson in QuPath or QGIS",
-                )
-            )
+        timings.draw += picture.seconds
+        if picture.factor > 1:
+            timings.reduced_pictures.append((name, picture.factor))
+        writer.write(index, name, instances, levels, picture)
         logger.info(_image_line(name, seconds, report, len(instances)))
     timings.wall = time.perf_counter() - start
     print(_summary(timings, args.output), file=sys.stderr)

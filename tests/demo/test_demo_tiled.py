@@ -167,14 +167,29 @@ def test_the_only_input_unreadable_ends_with_its_message_and_status_1(tmp_path, 
     assert "demo.py: error: " in err and "broken.tif: not a readable TIFF file" in err and "Traceback" not in err
 
 
-def test_an_image_too_large_to_draw_gets_no_picture_and_the_summary_says_what_to_open(
+def test_an_image_too_large_to_draw_whole_is_drawn_reduced_with_its_objects_in_place(
     scene, tmp_path, capsys, monkeypatch
 ):
-    folder, _, _ = scene
-    monkeypatch.setattr("project.demo.tiled.TILED_PICTURE_MAX_PIXELS", 500_000)
+    folder, image, _ = scene
+    monkeypatch.setattr("project.demo.tiled.TILED_PICTURE_MAX_PIXELS", 500_000)  # the scene has 1.08 million
     timings = _run(folder / "scene.tif", output=tmp_path)
-    assert not (tmp_path / "scene.jpg").exists() and (tmp_path / "scene_labels.tif").is_file()
+    assert timings.as_dict()["reduced_pictures"] == 1
     err = capsys.readouterr().err
-    assert "no picture of scene.tif: 1 megapixels" in err
-    assert "scene_labels.tif in QuPath or napari" in err and "scene.geojson in QuPath or QGIS" in err
-    assert timings.as_dict()["without_picture"] == 1
+    assert "picture of scene.tif reduced 2 times on each side (at most 0.5 megapixels are drawn)" in err
+
+    picture = cv2.imread(str(tmp_path / "scene.jpg"))
+    assert picture.shape == (450, 600, 3)
+    reduced = cv2.resize(image, (600, 450), interpolation=cv2.INTER_AREA)[:, :, ::-1]  # block means, as BGR
+    labels = tifffile.imread(tmp_path / "scene_labels.tif")
+    kernel = np.ones((9, 9), np.uint8)
+    inside = cv2.erode((labels > 0).astype(np.uint8), kernel)[::2, ::2].astype(bool)
+    results = json.loads((tmp_path / "scene.json").read_text())
+    near_objects = np.zeros(labels.shape, dtype=np.uint8)
+    for result in results:  # boxes and their labels are drawn around each object
+        x, y, w, h = (int(v) for v in result["bbox"])
+        near_objects[max(0, y - 40) : y + h + 10, max(0, x - 10) : x + w + 10] = 1
+    outside = ~near_objects[::2, ::2].astype(bool)
+    assert inside.sum() > 1000 and outside.sum() > 10_000
+    difference = np.abs(picture.astype(int) - reduced).mean(axis=2)
+    assert difference[inside].mean() > 10, "the masks are drawn over the objects"
+    assert difference[outside].mean() < 4, "away from the objects the picture is the reduced image"
