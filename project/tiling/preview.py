@@ -97,16 +97,21 @@ def _channels(image: LargeImage) -> Tuple[int, ...]:
 
 
 def _reduced_crop(crop: MaskCrop, factor: int, image_size: Tuple[int, int]) -> MaskCrop:
-    """``crop`` on the image reduced by ``factor``: a pixel is inside where at least half its block
-    is (where no pixel reaches half, the most covered ones, so no object disappears)."""
-    x0, y0, x1, y1 = crop.window
-    bx0, by0 = x0 // factor, y0 // factor
-    bx1, by1 = math.ceil(x1 / factor), math.ceil(y1 / factor)
+    """``crop`` on the image reduced by ``factor``: a pixel is inside where the mask covers at
+    least half of its block's pixels (where none reaches half, the most covered ones, so no object
+    disappears)."""
     if crop.mask.size == 0:
         return MaskCrop.empty(image_size)
-    padded = np.zeros(((by1 - by0) * factor, (bx1 - bx0) * factor), dtype=np.float32)
-    padded[y0 - by0 * factor : y1 - by0 * factor, x0 - bx0 * factor : x1 - bx0 * factor] = crop.mask
-    coverage = padded.reshape(by1 - by0, factor, bx1 - bx0, factor).mean(axis=(1, 3))
+    x0, y0, x1, y1 = crop.window
+    height, width = crop.image_size
+    bx0, by0 = x0 // factor, y0 // factor
+    left, top = bx0 * factor, by0 * factor
+    blocks = np.zeros(
+        (min(math.ceil(y1 / factor) * factor, height) - top, min(math.ceil(x1 / factor) * factor, width) - left),
+        dtype=np.float32,
+    )
+    blocks[y0 - top : y1 - top, x0 - left : x1 - left] = crop.mask
+    coverage = _block_means(blocks, factor)
     return MaskCrop(coverage >= min(0.5, coverage.max()), bx0, by0, image_size)
 
 

@@ -98,17 +98,24 @@ def test_reduced_masks_and_boxes_fall_on_the_reduced_objects():
     yy, xx = np.mgrid[:height, :width]
     disc = (yy - 40) ** 2 + (xx - 61) ** 2 <= 15**2
     speck = np.zeros((height, width), dtype=bool)
-    speck[90, 127] = True  # one pixel, in the partial block at the bottom-right
-    masks = [MaskCrop.from_array(disc), MaskCrop.from_array(speck)]
+    speck[90, 127] = True  # one pixel
+    edge = np.zeros((height, width), dtype=bool)
+    edge[96, 100:] = True  # the last row: blocks of one row there, fully covered,
+    edge[88:, 120:] = True  # beside whole blocks
+    masks = [MaskCrop.from_array(m) for m in (disc, speck, edge)]
     instances = Instances((height, width))
-    instances.pred_boxes = Boxes(torch.tensor([[46.0, 25.0, 77.0, 56.0], [127.0, 90.0, 128.0, 91.0]]))
-    instances.scores = torch.tensor([0.9, 0.4])
+    instances.pred_boxes = Boxes(
+        torch.tensor([[46.0, 25.0, 77.0, 56.0], [127.0, 90.0, 128.0, 91.0], [100, 88, 130, 97]])
+    )
+    instances.scores = torch.tensor([0.9, 0.4, 0.3])
     instances.pred_masks = CroppedBitMasks(masks, (height, width))
 
     reduced = reduce_instances(instances, factor)
     size = reduced_size(height, width, factor)
     assert reduced.image_size == size and torch.equal(reduced.scores, instances.scores)
     torch.testing.assert_close(reduced.pred_boxes.tensor, instances.pred_boxes.tensor / factor)
-    disc_reduced, speck_reduced = (crop.to_array() for crop in reduced.pred_masks.crops)
+    disc_reduced, speck_reduced, edge_reduced = (crop.to_array() for crop in reduced.pred_masks.crops)
     np.testing.assert_array_equal(disc_reduced, block_means(disc.astype(float), factor) >= 0.5)
     assert np.argwhere(speck_reduced).tolist() == [[90 // factor, 127 // factor]], "a speck keeps its pixel"
+    np.testing.assert_array_equal(edge_reduced, block_means(edge.astype(float), factor) >= 0.5)
+    assert edge_reduced[-1, 25:].all(), "blocks cut by the image's edge count only their pixels"
