@@ -194,11 +194,7 @@ def read_picture(image: LargeImage) -> Picture:
     fits a JPEG, else reduced by the smallest whole factor that makes it so."""
     start = time.perf_counter()
     factor = reduction_factor(image.height, image.width, TILED_PICTURE_MAX_PIXELS, _JPEG_MAX_SIDE)
-    if factor == 1:
-        pixels = image.read_region(0, 0, image.width, image.height)
-    else:
-        pixels = read_reduced(image, factor)
-    return Picture(pixels, factor, time.perf_counter() - start)
+    return Picture(read_reduced(image, factor), factor, time.perf_counter() - start)
 
 
 def _count(timings: TiledTimings, seconds: dict, objects: int) -> None:
