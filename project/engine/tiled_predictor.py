@@ -19,7 +19,7 @@ from ..structures import Instances
 from ..tiling.grid import Tile, TileGrid
 from ..tiling.merge import MergeReport, TileDetections, merge_tile_detections
 from ..tiling.readers import ArrayLargeImage, LargeImage, open_large_image
-from ..utils.memory import release_free_memory
+from ..utils.memory import GrowthTrimmer
 from .predictor import DefaultPredictor
 
 # Pixels read to choose one 8-bit mapping for a whole non-8-bit image: its coarsest pyramid level
@@ -174,6 +174,8 @@ class TiledPredictor:
         to_uint8 = uint8_conversion(sample, source=image.path)
         detections: List[TileDetections] = []
         model_seconds = 0.0
+        # Freed feature maps between the masks kept would stay resident: hand them back as they pile up.
+        trim = GrowthTrimmer()
         with tqdm(total=len(grid), unit="tile", disable=not progress, desc=image.path) as bar:
             for batch in _batches(grid.tiles, self.batch_size):
                 inputs = [self._tile_input(image, tile, to_uint8) for tile in batch]
@@ -183,7 +185,7 @@ class TiledPredictor:
                 for tile, output in zip(batch, outputs):
                     detections.append(TileDetections.from_instances(tile, output["instances"], image_size))
                 del inputs, outputs
-                release_free_memory()  # freed feature maps between the masks kept would stay resident
+                trim()
                 bar.update(len(batch))
         merge_start = time.perf_counter()
         instances, self.last_report = merge_tile_detections(
