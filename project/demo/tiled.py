@@ -8,7 +8,8 @@ inputs' folder layout:
   napari, Fiji), pyramidal when the input is;
 - ``<stem>.geojson``: each mask's outline as a polygon with its class name (QuPath, QGIS);
 - ``<stem>.jpg``: the objects drawn on the image; an image of more than 64 megapixels is drawn
-  reduced by a whole factor to at most that (read window by window or from its pyramid).
+  reduced by a whole factor to at most that (read window by window or from its pyramid), its
+  objects as masks and outlines only.
 
 An input that cannot be read is skipped and counted, as in the image mode; when it is the only
 input, its message ends the command.
@@ -170,9 +171,11 @@ class TiledResultWriter:
     def _draw(self, path: Path, picture: Picture, instances: Instances) -> None:
         start = time.perf_counter()
         metadata = {"thing_classes": self.names} if self.names else None
-        if picture.factor > 1:
+        drawing = self.drawing
+        if picture.factor > 1:  # objects shrunk this much have no room for boxes and labels
             instances = reduce_instances(instances, picture.factor)
-        drawn = Visualizer(picture.pixels, metadata, **self.drawing).draw_instance_predictions(instances).get_image()
+            drawing = dict(drawing, boxes=False, labels=False)
+        drawn = Visualizer(picture.pixels, metadata, **drawing).draw_instance_predictions(instances).get_image()
         drawn_at = time.perf_counter()
         write_image(path, np.ascontiguousarray(drawn[:, :, ::-1]))
         self.timings.draw += drawn_at - start
@@ -219,8 +222,8 @@ def _summary(timings: TiledTimings, output: str) -> str:
     lines.append(f"  results: {output} (<stem>.json, <stem>_labels.tif, <stem>.geojson, <stem>.jpg)")
     lines += [
         f"  picture of {name} reduced {factor} times on each side (at most {TILED_PICTURE_MAX_PIXELS / 1e6:g} "
-        "megapixels are drawn); its label TIFF (QuPath, napari) and GeoJSON (QuPath, QGIS) hold every object at "
-        "full resolution"
+        "megapixels are drawn), masks without boxes or labels; its label TIFF (QuPath, napari) and GeoJSON "
+        "(QuPath, QGIS) hold every object at full resolution"
         for name, factor in timings.reduced_pictures[:10]
     ]
     if len(timings.reduced_pictures) > 10:
