@@ -371,7 +371,6 @@ def run_demo(argv: Sequence[str], on_frame: Optional[Callable[[Frame], None]] = 
     """Parse ``argv``, run the demo and return its timings; user errors raise (see ``main``).
     ``on_frame`` is called after each frame is written (for measurements)."""
     args, overrides = cli.split_overrides(build_parser(), argv)
-    map_large_blocks_separately()  # the demo grew 22% between frames 100 and 600 of a video without it
     for option in ("input", "classes"):  # nargs="+" options also swallow overrides written after them
         values = getattr(args, option)
         if values:
@@ -392,6 +391,10 @@ def run_demo(argv: Sequence[str], on_frame: Optional[Callable[[Frame], None]] = 
 
         timings = run_tiled(args, cfg)
     else:
+        # The frame loop grew 22% between frames 100 and 600 of a video without this. Not for
+        # --tile: TiledPredictor releases memory itself, and a fresh mapping for every feature map
+        # made a 20000-px image a third slower (page faults).
+        map_large_blocks_separately()
         timings = _run_on_frames(args, cfg, on_frame)
     if args.timings_json:
         Path(args.timings_json).write_text(json.dumps(timings.as_dict(), indent=2))
