@@ -68,6 +68,7 @@ from project.engine.cli import (
 )
 from project.engine.tiled_predictor import TiledPredictor
 from project.tiling.readers import ArrayLargeImage, open_large_image
+from project.utils.memory import resident_bytes
 
 PROG = "python -m benchmarks.benchmark_tiled"
 PATCH = 256  # side of one crop of a DSB2018 picture
@@ -227,15 +228,6 @@ def calibrated_weights(work_dir: Path, cfg: Any, mosaic: CellMosaic, seed: int) 
 # --- one size, in its own process ------------------------------------------------------------
 
 
-def current_rss_mb() -> Optional[float]:
-    """Resident memory of this process now, in MiB (Linux; ``None`` elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def process_peak_rss_mb() -> float:
     """Peak resident memory of this process image, in MiB: ``VmHWM`` of /proc/self/status on
     Linux, where ``ru_maxrss`` would not do, since a child started by ``subprocess`` keeps the
@@ -262,9 +254,9 @@ class RssSampler:
 
     def _run(self) -> None:
         while True:
-            rss = current_rss_mb()
+            rss = resident_bytes()
             if rss is not None:
-                self.samples.append(rss)
+                self.samples.append(rss / 2**20)
             if self._stop.wait(self.period):
                 return
 
