@@ -11,8 +11,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from ..structures import Boxes, CroppedBitMasks, Instances
-from ..structures.cropped_masks import MaskCrop
+from ..structures import Boxes, CroppedBitMasks, Instances, MaskCrop
 from .readers import LargeImage
 
 # Level-0 pixels read at once while reducing an image that has no suitable pyramid level.
